@@ -1,0 +1,335 @@
+"""pointssl command line: pretrain, eval, embed, data, viz, demo."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from pointssl.errors import PointSSLError
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise PointSSLError(f"--set {p}: expected key=value")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _load(args, split: str, num_points: int | None = None):
+    from pointssl.data.io import load_dataset
+
+    root = getattr(args, "root", None)
+    if args.data != "synthetic" and root is None:
+        raise PointSSLError(f"--data {args.data} needs --root PATH")
+    return load_dataset(args.data, root, split, num_points=num_points, seed=args.seed)
+
+
+def _add_data_args(p, required=True):
+    p.add_argument("--data", required=required, default=None if required else "synthetic",
+                   help="modelnet40 | modelnet10 | modelnet_off | modelnet_normal | folder | "
+                        "synthetic")
+    p.add_argument("--root", type=Path, help="dataset folder (cache folder for synthetic)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+# ----------------------------------------------------------------------------- pretrain
+def cmd_pretrain(args) -> int:
+    import torch
+
+    from pointssl.backbones import build_backbone
+    from pointssl.engine.trainer import Trainer
+    from pointssl.methods import build_method, method_classes, parse_overrides
+
+    out = Path(args.out)
+    if (out / "checkpoints" / "last.pt").exists() and not args.resume:
+        raise PointSSLError(f"{out}: holds a run already; pass --resume to continue it or "
+                            "choose another --out")
+    _, cfg_cls = method_classes(args.method)
+    over = parse_overrides(cfg_cls, _overrides(args.set))
+    if args.epochs is not None:
+        over["epochs"] = args.epochs
+    if args.batch_size is not None:
+        over["batch_size"] = args.batch_size
+    torch.manual_seed(args.seed)
+    backbone = build_backbone(args.backbone)
+    method, cfg = build_method(args.method, backbone, over)
+    split = "all" if args.data == "folder" else "train"
+    data = _load(args, split)
+    _log(f"pretrain {args.method}-{args.backbone} on {args.data} ({len(data)} shapes)")
+    config = {
+        "method": args.method, "backbone": args.backbone, "backbone_config": backbone.config,
+        "data": args.data, "root": str(args.root) if args.root else None, "seed": args.seed,
+        "method_config": dataclasses.asdict(cfg), "max_minutes": args.max_minutes,
+        "snapshot_minutes": args.snapshot_minutes,
+    }
+    trainer = Trainer(method, data, out, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                      seed=args.seed, num_workers=args.num_workers,
+                      ckpt_every_steps=args.ckpt_every, max_minutes=args.max_minutes,
+                      snapshot_minutes=tuple(args.snapshot_minutes), resume=args.resume,
+                      config_to_save=config, device=args.device)
+    metrics = trainer.fit()
+    _log(f"done: {out / 'backbone.pt'}")
+    print(json.dumps(metrics, default=str))
+    return 0
+
+
+# ----------------------------------------------------------------------------- eval svm
+def _backbone_from_args(args):
+    import torch
+
+    from pointssl.backbones import build_backbone, load_backbone
+
+    if args.checkpoint:
+        bb, meta = load_backbone(args.checkpoint)
+        return bb, {"checkpoint": str(args.checkpoint), **meta}
+    if not args.backbone:
+        raise PointSSLError("give --checkpoint PATH, or --backbone NAME --random-init")
+    torch.manual_seed(args.seed)
+    return build_backbone(args.backbone), {"random_init": True}
+
+
+def _random_twin(backbone, seed: int):
+    """A randomly initialised backbone of the same architecture (the protocol's baseline)."""
+    import torch
+
+    from pointssl.backbones import build_backbone
+
+    torch.manual_seed(seed)
+    return build_backbone(backbone.name, **backbone.config)
+
+
+def svm_eval(backbone, train, test, *, seed=0, folds=5, Cs=None, num_points=None,
+             batch_size=32, device=None) -> dict:
+    from pointssl.evaluate.features import extract_features
+    from pointssl.evaluate.svm import linear_svm_protocol, standardize
+
+    t0 = time.time()
+    xtr, ytr = extract_features(backbone, train, num_points=num_points, batch_size=batch_size,
+                                device=device, seed=seed)
+    xte, yte = extract_features(backbone, test, num_points=num_points, batch_size=batch_size,
+                                device=device, seed=seed + 1)
+    feat_s = time.time() - t0
+    xtr, xte = standardize(xtr, xte)
+    res = linear_svm_protocol(xtr, ytr, xte, yte, Cs=Cs, folds=folds, seed=seed)
+    res.update(feature_seconds=round(feat_s, 2), total_seconds=round(time.time() - t0, 2))
+    return res
+
+
+def cmd_eval_svm(args) -> int:
+    backbone, meta = _backbone_from_args(args)
+    train, test = _load(args, "train"), _load(args, "test")
+    Cs = [float(c) for c in args.C.split(",")] if args.C else None
+    kw = dict(seed=args.seed, folds=args.folds, Cs=Cs, num_points=args.num_points,
+              batch_size=args.batch_size, device=args.device)
+    kind = "random init" if meta.get("random_init") else "checkpoint"
+    _log(f"linear SVM: {backbone.name} ({kind}), {len(train)} train / {len(test)} test")
+    res = svm_eval(backbone, train, test, **kw)
+    res.update(backbone=backbone.name, **{k: v for k, v in meta.items() if k != "random_init"},
+               random_init=bool(meta.get("random_init")))
+    if args.checkpoint and not args.no_baseline:
+        base = svm_eval(_random_twin(backbone, args.seed), train, test, **kw)
+        res["random_init_baseline"] = {k: base[k] for k in ("accuracy", "C", "cv_accuracy")}
+    _print_svm(res, args.json)
+    return 0
+
+
+def _print_svm(res: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(res, default=float))
+        return
+    rows = [("pre-trained" if not res["random_init"] else "random init", res)]
+    if "random_init_baseline" in res:
+        rows.append(("random init (same protocol)", res["random_init_baseline"]))
+    print(f"{'model':<30} {'test acc':>9} {'C':>8} {'cv acc':>8}")
+    for name, r in rows:
+        cv = r["cv_accuracy"][r["C"]] if isinstance(r["cv_accuracy"], dict) else float("nan")
+        print(f"{name:<30} {100 * r['accuracy']:>8.2f}% {r['C']:>8g} {100 * cv:>7.2f}%")
+
+
+# ----------------------------------------------------------------------------- finetune
+def cmd_eval_finetune(args) -> int:
+    from pointssl.evaluate.finetune import run_finetune
+
+    train, test = _load(args, "train"), _load(args, "test")
+    kw = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr") if getattr(args, k)}
+    res = run_finetune(args.task, args.mode, args.fraction, checkpoint=args.checkpoint,
+                       backbone_name=args.backbone, train=train, test=test, seed=args.seed,
+                       device=args.device, **kw)
+    print(json.dumps(res, default=float) if args.json else _table(res))
+    return 0
+
+
+def _table(res: dict) -> str:
+    return "\n".join(f"{k:<20} {v}" for k, v in res.items() if not isinstance(v, dict))
+
+
+# ----------------------------------------------------------------------------- embed
+def cmd_embed(args) -> int:
+    import numpy as np
+
+    from pointssl.backbones import load_backbone
+    from pointssl.engine.io import atomic_savez
+    from pointssl.evaluate.features import extract_features
+
+    backbone, meta = load_backbone(args.checkpoint)
+    arrays = {}
+    splits = ["all"] if args.data == "folder" else args.splits.split(",")
+    for split in splits:
+        data = _load(args, split)
+        x, y = extract_features(backbone, data, num_points=args.num_points,
+                                batch_size=args.batch_size, device=args.device, seed=args.seed)
+        arrays[f"{split}_features"] = x
+        arrays[f"{split}_labels"] = y
+        arrays[f"{split}_sources"] = np.array(data.sources)
+        _log(f"{split}: {x.shape[0]} x {x.shape[1]} features")
+    arrays["class_names"] = np.array(train_names if (train_names := data.class_names) else [])
+    atomic_savez(args.out, **arrays)
+    _log(f"wrote {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- data check
+def cmd_data_check(args) -> int:
+    from pointssl.data.io import check_root
+
+    n, errors = check_root(args.root)
+    for e in errors:
+        print(str(e))
+    print(f"checked {n} files: {len(errors)} problem(s)", file=sys.stderr)
+    return 1 if errors else 0
+
+
+# ----------------------------------------------------------------------------- viz
+def cmd_viz_gmm(args) -> int:
+    from pointssl.viz.gmm import viz_gmm_from_checkpoint
+
+    data = _load(args, "test" if args.data != "folder" else "all")
+    i = min(args.index, len(data) - 1)
+    paths = viz_gmm_from_checkpoint(args.checkpoint, data.points[i][:, :3], args.out)
+    for p in paths:
+        print(p)
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo
+def cmd_demo(args) -> int:
+    from pointssl.demo import run_demo
+
+    run_demo(out=Path(args.out), minutes=args.minutes, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pointssl", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("pretrain", help="self-supervised pre-training")
+    p.add_argument("--method", required=True, help="conclu | parae")
+    p.add_argument("--backbone", default="pointnet", help="pointnet | dgcnn")
+    _add_data_args(p)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--max-minutes", type=float, help="stop cleanly after this wall time")
+    p.add_argument("--snapshot-minutes", type=float, nargs="*", default=[],
+                   help="also export backbone_{M}min.pt when the run passes these marks")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--ckpt-every", type=int, default=200, help="checkpoint every N steps")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a method config field, e.g. --set num_points=1024")
+    p.set_defaults(func=cmd_pretrain)
+
+    pe = sub.add_parser("eval", help="evaluation protocols").add_subparsers(dest="proto",
+                                                                           required=True)
+    s = pe.add_parser("svm", help="linear SVM on frozen global features")
+    s.add_argument("--checkpoint", type=Path)
+    s.add_argument("--backbone", help="with --random-init")
+    s.add_argument("--random-init", action="store_true")
+    _add_data_args(s)
+    s.add_argument("--num-points", type=int)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--folds", type=int, default=5)
+    s.add_argument("--C", help="comma-separated grid of C values for cross-validation")
+    s.add_argument("--no-baseline", action="store_true",
+                   help="skip the random-init run of the same protocol")
+    s.add_argument("--device", default=None)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_eval_svm)
+
+    f = pe.add_parser("finetune", help="supervised fine-tuning with a label fraction")
+    f.add_argument("--task", choices=["cls", "partseg"], required=True)
+    f.add_argument("--mode", choices=["fix", "finetune", "scratch"], required=True)
+    f.add_argument("--fraction", type=float, default=1.0, help="labelled fraction (0-1]")
+    f.add_argument("--checkpoint", type=Path)
+    f.add_argument("--backbone")
+    _add_data_args(f)
+    f.add_argument("--epochs", type=int)
+    f.add_argument("--batch-size", type=int)
+    f.add_argument("--lr", type=float)
+    f.add_argument("--device", default=None)
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=cmd_eval_finetune)
+
+    e = sub.add_parser("embed", help="write global features of a dataset to .npz")
+    e.add_argument("--checkpoint", required=True, type=Path)
+    _add_data_args(e)
+    e.add_argument("--splits", default="train,test")
+    e.add_argument("--num-points", type=int)
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--device", default=None)
+    e.add_argument("--out", required=True, type=Path)
+    e.set_defaults(func=cmd_embed)
+
+    d = sub.add_parser("data", help="dataset tools").add_subparsers(dest="dcmd", required=True)
+    c = d.add_parser("check", help="list every unreadable or invalid file under ROOT")
+    c.add_argument("root", type=Path)
+    c.set_defaults(func=cmd_data_check)
+
+    v = sub.add_parser("viz", help="figures").add_subparsers(dest="vcmd", required=True)
+    g = v.add_parser("gmm", help="ParAE mixture ellipsoids and feature distances")
+    g.add_argument("--checkpoint", required=True, type=Path)
+    _add_data_args(g)
+    g.add_argument("--index", type=int, default=0)
+    g.add_argument("--out", required=True, type=Path)
+    g.set_defaults(func=cmd_viz_gmm)
+
+    dm = sub.add_parser("demo", help="ConClu on the synthetic shapes vs random init")
+    dm.add_argument("--out", default="runs/demo")
+    dm.add_argument("--minutes", type=float, default=5.0, help="pre-training budget")
+    dm.add_argument("--seed", type=int, default=0)
+    dm.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if os.environ.get("POINTSSL_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["POINTSSL_THREADS"]))
+    try:
+        return args.func(args)
+    except PointSSLError as e:
+        print(f"pointssl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pointssl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

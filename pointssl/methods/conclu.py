@@ -1,0 +1,93 @@
+"""ConClu: contrasting (SimSiam) + clustering (Sinkhorn prototypes) — Mei et al."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from pointssl.data.transforms import Compose, HalfSpaceCrop, Jitter, RandomSample, RotateUp
+from pointssl.losses.clustering import SwappedClustering
+from pointssl.losses.contrastive import SymmetricNegativeCosine
+from pointssl.methods.base import Method, OptimConfig
+
+
+@dataclass
+class ConCluConfig(OptimConfig):
+    optimizer: str = "adamw"  # Sec. 3.1: AdamW
+    lr: float = 1e-3  # Sec. 3.1
+    weight_decay: float = 1e-2  # not stated; AdamW's default
+    lr_step_epochs: int = 20  # Sec. 3.1: decayed by 0.7 every 20 epochs
+    lr_gamma: float = 0.7
+    batch_size: int = 128  # Sec. 3.2 (Sec. 3.1 says 32)
+    epochs: int = 200  # Sec. 3.1
+    num_points: int = 2048  # Sec. 3.2: 2,048 points per view
+    crop_keep: float = 0.85  # Sec. 3.1: half-space crop keeps ~85%
+    rotate_degrees: float = 5.0  # Sec. 3.1: ±5° about the vertical axis
+    up_axis: str = "z"
+    jitter_sigma: float = 0.01  # Sec. 3.1: N(0, 0.01)
+    jitter_clip: float = 0.025  # Sec. 3.1
+    proj_hidden: int = 1024  # Sec. 3.2: projector g, 3 FC + BN, hidden 1024
+    proj_dim: int = 256  # Sec. 3.2: output 256
+    pred_hidden: int = 512  # Sec. 3.2: predictor q 512 -> 256
+    num_prototypes: int = 32  # Sec. 3.2: J = 32
+    tau: float = 0.01  # Eq. 5
+    sinkhorn_eps: float = 0.1  # Eq. 6 entropic weight on cost 2-2cos (= SwAV's 0.05 on cos)
+    sinkhorn_iters: int = 3  # SwAV's default
+    orth_weight: float = 1.0  # Eq. 9
+    clustering: bool = True  # False = contrasting only (Table 3 ablation)
+
+
+def projector(c_in: int, hidden: int, out: int) -> nn.Sequential:
+    """g: three FC layers each followed by BN, LeakyReLU after all but the last."""
+    return nn.Sequential(
+        nn.Linear(c_in, hidden, bias=False), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2, True),
+        nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2, True),
+        nn.Linear(hidden, out, bias=False), nn.BatchNorm1d(out),
+    )
+
+
+def predictor(dim: int, hidden: int) -> nn.Sequential:
+    """q: Linear(512) + BN + LeakyReLU, then Linear back to dim."""
+    return nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden),
+                         nn.LeakyReLU(0.2, True), nn.Linear(hidden, dim))
+
+
+class ConClu(Method):
+    name = "conclu"
+
+    def __init__(self, backbone, cfg: ConCluConfig | None = None):
+        cfg = cfg or ConCluConfig()
+        super().__init__(backbone, cfg)
+        self.g = projector(backbone.global_dim, cfg.proj_hidden, cfg.proj_dim)
+        self.q = predictor(cfg.proj_dim, cfg.pred_hidden)
+        self.contrast = SymmetricNegativeCosine()
+        self.cluster = SwappedClustering(cfg.proj_dim, cfg.num_prototypes, cfg.tau,
+                                         cfg.sinkhorn_eps, cfg.sinkhorn_iters, cfg.orth_weight)
+        # Sec. 3.1 order: crop, then sample, then rotate, then jitter.
+        self.augment = Compose(HalfSpaceCrop(cfg.crop_keep), RandomSample(cfg.num_points),
+                               RotateUp(cfg.rotate_degrees, cfg.up_axis),
+                               Jitter(cfg.jitter_sigma, cfg.jitter_clip))
+
+    def make_views(self, sample: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        pts = np.asarray(sample["points"][:, :3], dtype=np.float32)
+        return {"view_a": self.augment(pts, rng), "view_b": self.augment(pts, rng)}
+
+    def branch(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q, z) for one view: z = g(ρ(f(P))), q = q(z) (Eq. 1)."""
+        z = self.g(self.backbone(points).global_feat)
+        return self.q(z), z
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        q_a, z_a = self.branch(batch["view_a"])
+        q_b, z_b = self.branch(batch["view_b"])
+        con = self.contrast(q_a, z_a, q_b, z_b)
+        out = {"con": con, "embedding": z_a.detach()}
+        if self.cfg.clustering:
+            out.update(self.cluster(q_a, z_a, q_b, z_b))
+            out["loss"] = con + out["clu"]  # Eq. 10
+        else:
+            out["loss"] = con
+        return out

@@ -1,0 +1,181 @@
+import numpy as np
+import pytest
+import torch
+
+from pointssl.backbones import build_backbone, save_backbone
+from pointssl.data.dataset import CloudSet
+from pointssl.errors import PointSSLError
+from pointssl.evaluate.finetune import (
+    _prepare_backbone,
+    finetune_classification,
+    finetune_partseg,
+    parse_fraction,
+    run_finetune,
+    stratified_fraction,
+)
+
+TINY = {"channels": [16, 16], "emb_dim": 32}
+N = 64
+
+
+def tiny_backbone(seed=0):
+    torch.manual_seed(seed)
+    return build_backbone("pointnet", **TINY)
+
+
+def _sphere(rng):
+    p = rng.normal(size=(N, 3))
+    return p / np.linalg.norm(p, axis=1, keepdims=True)
+
+
+def _disk(rng):
+    r, a = np.sqrt(rng.random(N)), rng.uniform(0, 2 * np.pi, N)
+    return np.stack([r * np.cos(a), r * np.sin(a), 0.01 * rng.normal(size=N)], 1)
+
+
+def toy_cls(n_per_class, seed):
+    """Spheres (class 0) versus flat disks (class 1): trivially separable."""
+    rng = np.random.default_rng(seed)
+    pts = [(_sphere if c == 0 else _disk)(rng).astype(np.float32)
+           for c in (0, 1) for _ in range(n_per_class)]
+    return CloudSet(points=pts, labels=[0] * n_per_class + [1] * n_per_class,
+                    class_names=["sphere", "disk"])
+
+
+def toy_partseg(n_per_class, seed):
+    """'stick' (parts 0/1: sign of x) and 'disk' (parts 2/3/4: angular sector)."""
+    rng = np.random.default_rng(seed)
+    pts, parts = [], []
+    for _ in range(n_per_class):
+        x = rng.uniform(-1, 1, N)
+        p = np.stack([x, 0.05 * rng.normal(size=N), 0.05 * rng.normal(size=N)], 1)
+        pts.append(p.astype(np.float32))
+        parts.append((x > 0).astype(np.int64))
+    for _ in range(n_per_class):
+        p = _disk(rng)
+        ang = np.arctan2(p[:, 1], p[:, 0]) + np.pi
+        pts.append(p.astype(np.float32))
+        parts.append(2 + np.minimum((ang / (2 * np.pi / 3)).astype(np.int64), 2))
+    return CloudSet(points=pts, labels=[0] * n_per_class + [1] * n_per_class,
+                    class_names=["stick", "disk"], parts=parts)
+
+
+def state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------- label fractions
+
+
+def test_stratified_fraction_sizes_presence_determinism_nesting():
+    labels = np.array([0] * 100 + [1] * 30 + [2] * 3 + [3] * 1 + [-1] * 5)
+    sub = stratified_fraction(labels, 0.05, seed=3)
+    counts = np.bincount(labels[sub], minlength=4)
+    assert counts.tolist() == [5, 2, 1, 1]  # max(1, round(0.05 * n_c)); 1.5 rounds up
+    assert (labels[sub] >= 0).all()  # unlabeled items are never drawn
+    np.testing.assert_array_equal(sub, stratified_fraction(labels, 0.05, seed=3))
+    assert not np.array_equal(sub, stratified_fraction(labels, 0.05, seed=4))
+    chain = [set(stratified_fraction(labels, f, seed=3).tolist()) for f in (0.01, 0.05, 0.2, 1)]
+    assert all(a < b for a, b in zip(chain, chain[1:]))  # nested for one seed
+    assert len(chain[-1]) == 134
+
+
+def test_parse_fraction():
+    assert parse_fraction("5%") == pytest.approx(0.05)
+    assert parse_fraction("0.2") == 0.2 and parse_fraction(1) == 1.0
+    for bad in ("5", "0", "-1%", "abc", 1.5):
+        with pytest.raises(PointSSLError):
+            parse_fraction(bad)
+
+
+# ----------------------------------------------------------------------------- regimes
+
+
+def test_regimes_fix_keeps_weights_finetune_changes_scratch_reinitialises():
+    train, test = toy_cls(8, 0), toy_cls(4, 1)
+    bb = tiny_backbone()
+    before = state(bb)
+    kw = dict(epochs=2, batch_size=8, lr=1e-2, seed=0, num_points=N, log=None,
+              return_model=True)
+    _, (fixed, _) = finetune_classification(bb, train, test, "fix", 1.0, **kw)
+    assert same(before, state(fixed))  # weights and BN running statistics untouched
+    _, (tuned, _) = finetune_classification(bb, train, test, "finetune", 1.0, **kw)
+    assert not same(before, state(tuned))
+    assert same(before, state(bb))  # the caller's module is never modified
+    fresh = _prepare_backbone(bb, "scratch", seed=5)
+    assert type(fresh) is type(bb) and fresh.config == bb.config
+    assert not same(before, state(fresh))
+    assert same(state(fresh), state(_prepare_backbone(bb, "scratch", seed=5)))
+
+
+def test_cls_finetune_learns_toy_problem():
+    train, test = toy_cls(16, 0), toy_cls(10, 1)
+    r = finetune_classification(tiny_backbone(), train, test, "finetune", 1.0, epochs=8,
+                                batch_size=8, lr=3e-3, seed=0, num_points=N, log=None)
+    assert r["accuracy"] >= 0.9 and r["class_mean_accuracy"] >= 0.9
+    assert r["task"] == "cls" and r["n_labeled"] == 32 and r["epochs"] == 8
+
+
+def test_cls_fraction_and_validation_split():
+    train, test = toy_cls(20, 0), toy_cls(4, 1)
+    logs = []
+    r = finetune_classification(tiny_backbone(), train, test, "fix", 0.5, epochs=3,
+                                batch_size=4, lr=1e-2, seed=0, num_points=N, val_fraction=0.2,
+                                min_steps=12, log=logs.append)
+    assert r["n_labeled"] == 20 and r["n_val"] == 4 and r["n_train"] == 16
+    assert r["epochs"] == 3 and len(logs) == 3 and "val_acc" in logs[0]
+    assert 1 <= r["selected"]["epoch"] <= 3 and 0 <= r["selected"]["accuracy"] <= 1
+    r = finetune_classification(tiny_backbone(), train, test, "fix", 0.5, epochs=1,
+                                batch_size=4, lr=1e-2, seed=0, num_points=N, min_steps=12,
+                                log=None)
+    assert r["epochs"] == 3 and "selected" not in r  # 4 steps per epoch -> 3 epochs
+
+
+# ----------------------------------------------------------------------------- part segmentation
+
+
+def test_partseg_learns_and_restricts_to_category_parts():
+    train, test = toy_partseg(12, 0), toy_partseg(4, 1)
+    r, (bb, head) = finetune_partseg(tiny_backbone(), train, test, "finetune", 1.0, epochs=10,
+                                     batch_size=8, lr=3e-3, seed=0, num_points=N, log=None,
+                                     return_model=True)
+    for key in ("task", "mode", "fraction", "n_labeled", "accuracy", "instance_miou",
+                "class_miou", "per_category", "epochs", "seconds"):
+        assert key in r
+    assert r["task"] == "partseg" and set(r["per_category"]) == {"stick", "disk"}
+    assert r["instance_miou"] > 0.6 and r["accuracy"] > 0.7  # chance is ~0.4 / 0.5
+
+
+@pytest.mark.parametrize("mode", ["fix", "scratch"])
+def test_partseg_other_regimes_and_fraction(mode):
+    train, test = toy_partseg(10, 0), toy_partseg(3, 1)
+    r = finetune_partseg(tiny_backbone(), train, test, mode, 0.2, epochs=2, batch_size=4,
+                         seed=0, num_points=N, log=None,
+                         category_parts={0: [0, 1], 1: [2, 3, 4]})
+    assert r["n_labeled"] == 4 and r["mode"] == mode
+    assert 0 <= r["class_miou"] <= 1 and 0 <= r["instance_miou"] <= 1
+
+
+# ----------------------------------------------------------------------------- dispatcher
+
+
+def test_run_finetune_dispatch(tmp_path):
+    train, test = toy_cls(6, 0), toy_cls(3, 1)
+    ckpt = tmp_path / "backbone.pt"
+    save_backbone(ckpt, tiny_backbone(), method="test")
+    kw = dict(train=train, test=test, epochs=1, batch_size=4, num_points=N, log=None)
+    r = run_finetune("cls", "fix", "50%", checkpoint=ckpt, **kw)
+    assert r["checkpoint"] == str(ckpt) and r["fraction"] == 0.5 and r["n_labeled"] == 6
+    assert r["checkpoint_meta"]["method"] == "test"
+    r = run_finetune("cls", "scratch", 1.0, backbone_name="pointnet", backbone_config=TINY, **kw)
+    assert r["checkpoint"] is None and r["backbone"] == "pointnet"
+    with pytest.raises(PointSSLError, match="--checkpoint"):
+        run_finetune("cls", "fix", 1.0, backbone_name="pointnet", **kw)
+    with pytest.raises(PointSSLError, match="not dgcnn"):
+        run_finetune("cls", "finetune", 1.0, checkpoint=ckpt, backbone_name="dgcnn", **kw)
+    with pytest.raises(PointSSLError, match="unknown fine-tuning task"):
+        run_finetune("seg", "fix", 1.0, checkpoint=ckpt, **kw)
