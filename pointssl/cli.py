@@ -79,9 +79,16 @@ def cmd_pretrain(args) -> int:
                       ckpt_every_steps=args.ckpt_every, max_minutes=args.max_minutes,
                       snapshot_minutes=tuple(args.snapshot_minutes), resume=args.resume,
                       config_to_save=config, device=args.device)
-    metrics = trainer.fit()
-    _log(f"done: {out / 'backbone.pt'}")
-    print(json.dumps(metrics, default=str))
+    from pointssl.engine import distributed
+
+    try:
+        metrics = trainer.fit()
+        main_rank = distributed.is_main()
+    finally:
+        distributed.cleanup()
+    if main_rank:
+        _log(f"done: {out / 'backbone.pt'}")
+        print(json.dumps(metrics, default=str))
     return 0
 
 
@@ -113,7 +120,7 @@ def _random_twin(backbone, seed: int):
 def svm_eval(backbone, train, test, *, seed=0, folds=5, Cs=None, num_points=None,
              batch_size=32, device=None) -> dict:
     from pointssl.evaluate.features import extract_features
-    from pointssl.evaluate.svm import linear_svm_protocol, standardize
+    from pointssl.evaluate.svm import linear_svm_protocol
 
     t0 = time.time()
     xtr, ytr = extract_features(backbone, train, num_points=num_points, batch_size=batch_size,
@@ -121,7 +128,6 @@ def svm_eval(backbone, train, test, *, seed=0, folds=5, Cs=None, num_points=None
     xte, yte = extract_features(backbone, test, num_points=num_points, batch_size=batch_size,
                                 device=device, seed=seed + 1)
     feat_s = time.time() - t0
-    xtr, xte = standardize(xtr, xte)
     res = linear_svm_protocol(xtr, ytr, xte, yte, Cs=Cs, folds=folds, seed=seed)
     res.update(feature_seconds=round(feat_s, 2), total_seconds=round(time.time() - t0, 2))
     return res
@@ -185,7 +191,9 @@ def cmd_embed(args) -> int:
 
     backbone, meta = load_backbone(args.checkpoint)
     arrays = {}
-    splits = ["all"] if args.data == "folder" else args.splits.split(",")
+    splits = args.splits.split(",")
+    if args.data == "folder" and not any((Path(args.root) / s).is_dir() for s in splits):
+        splits = ["all"]  # a folder without split sub-folders is one set
     for split in splits:
         data = _load(args, split)
         x, y = extract_features(backbone, data, num_points=args.num_points,
@@ -194,7 +202,7 @@ def cmd_embed(args) -> int:
         arrays[f"{split}_labels"] = y
         arrays[f"{split}_sources"] = np.array(data.sources)
         _log(f"{split}: {x.shape[0]} x {x.shape[1]} features")
-    arrays["class_names"] = np.array(train_names if (train_names := data.class_names) else [])
+    arrays["class_names"] = np.array(data.class_names)
     atomic_savez(args.out, **arrays)
     _log(f"wrote {args.out}")
     return 0
@@ -316,7 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import logging
+
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if os.environ.get("POINTSSL_THREADS"):
         import torch
 

@@ -83,6 +83,20 @@ def test_nll_matches_scipy_mixture(dtype, tol):
     assert gmm_nll(p, s, eps, reduction="sum").item() == pytest.approx(ref.mean(), rel=tol)
 
 
+def test_float32_inputs_keep_precision_for_thin_components_far_from_origin():
+    """Flat patches (Σ ~ ε across) far from the origin: the moment and Mahalanobis expansions
+    must not cancel in float32."""
+    rng = np.random.default_rng(5)
+    pts = np.concatenate([rng.uniform(-0.3, 0.3, (60, 3)) * [1, 1, 0] + [3.0, -2.0, 4.0],
+                          rng.uniform(-0.3, 0.3, (60, 3)) * [0, 1, 1] + [-3.0, 2.5, 1.0]])
+    logits = 30.0 * np.eye(2)[np.repeat([0, 1], 60)] + rng.normal(size=(120, 2))
+    ref = gmm_nll(torch.tensor(pts)[None], torch.tensor(logits)[None], 1e-4, "none")
+    got = gmm_nll(torch.tensor(pts, dtype=torch.float32)[None],
+                  torch.tensor(logits, dtype=torch.float32)[None], 1e-4, "none")
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.double().numpy(), ref.numpy(), atol=2e-4)
+
+
 def test_log_prob_integrates_to_one():
     """g(.; Θ) is a density over R^3: a Monte-Carlo check with a wide uniform proposal."""
     rng = np.random.default_rng(3)

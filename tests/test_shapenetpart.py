@@ -85,6 +85,8 @@ def test_normal_layout_reads_every_split(tmp_path):
 
 @pytest.mark.parametrize("bad, problem", [
     ("1 2 3 0 0 1\n", "7 columns"),
+    ("1 2 3 0 0 1 0\n1 2 3 0 0 1\n", "7 columns"),
+    ("1 2 nan 0 0 1 0\n", "NaN"),
     ("1 2 3 0 0 1 x\n", "non-numeric"),
     ("1 2 3 0 0 1 7\n", "do not belong to Airplane"),
     ("1 2 3 0 0 1 1.5\n", "non-integer"),

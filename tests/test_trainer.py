@@ -137,11 +137,17 @@ def test_mid_epoch_stop_then_resume_is_bit_identical(baseline, tmp_path):
     assert [int(r["step"]) for r in rows] == [2, 4, 6, 7, 8, 10]
 
 
-def test_sgd_resume_is_bit_identical(tmp_path):
-    full, _ = run(tmp_path / "full", method=make_method(optimizer="sgd"))
-    run(tmp_path / "cut", method=make_method(optimizer="sgd"), max_steps=3)
-    resumed, _ = run(tmp_path / "cut", method=make_method(optimizer="sgd"), resume=True)
+def test_sgd_and_scheduler_state_resume_bit_identically(tmp_path):
+    # StepLR every 2 epochs: a resumed run that lost the scheduler's epoch count would decay
+    # at the wrong epoch.
+    def m():
+        return make_method(optimizer="sgd", lr_step_epochs=2, epochs=3)
+
+    full, _ = run(tmp_path / "full", method=m())
+    run(tmp_path / "cut", method=m(), max_steps=7)
+    resumed, _ = run(tmp_path / "cut", method=m(), resume=True)
     assert_same_state(resumed, full)
+    assert float(read_csv(tmp_path / "cut" / "metrics.csv")[-1]["lr"]) == pytest.approx(5e-3)
 
 
 def test_crash_resumes_from_last_periodic_checkpoint(baseline, tmp_path):
@@ -163,20 +169,25 @@ def test_crash_resumes_from_last_periodic_checkpoint(baseline, tmp_path):
     assert [int(r["step"]) for r in read_csv(tmp_path / "metrics.csv")] == list(range(1, 11))
 
 
-def test_first_ctrl_c_finishes_the_step_checkpoints_and_reraises(baseline, tmp_path):
+@pytest.mark.parametrize("sig, exc", [(signal.SIGINT, KeyboardInterrupt),
+                                      (signal.SIGTERM, SystemExit)])
+def test_signal_finishes_the_step_checkpoints_and_reraises(baseline, tmp_path, sig, exc):
+    if sig == signal.SIGTERM and signal.getsignal(sig) is not signal.SIG_DFL:
+        pytest.skip("SIGTERM already handled by the test runner")
+    before = signal.getsignal(sig)
     m = make_method()
 
-    def sigint(_m, calls):
+    def send(_m, calls):
         if calls == 4:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), sig)
 
-    m.hook = sigint
-    with pytest.raises(KeyboardInterrupt):
+    m.hook = send
+    with pytest.raises(exc):
         run(tmp_path, method=m)
     assert m.calls == 4
+    assert signal.getsignal(sig) is before  # handler restored
     ck = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
     assert ck["global_step"] == 4
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     m2, _ = run(tmp_path, resume=True)
     assert_same_state(m2, baseline[1])
 

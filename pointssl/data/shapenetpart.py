@@ -16,6 +16,7 @@ Every problem becomes a ``DataError`` that names the offending file.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -121,23 +122,33 @@ def _part_problem(part_ids: np.ndarray, cat: str) -> str:
     return f"part ids {bad[:5]} do not belong to {cat} (parts {ok[0]}-{ok[-1]})"
 
 
-def _read_normal_file(path: Path, cat: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _diagnose_text(path: Path) -> str:
+    """Why np.loadtxt refused a shape file (the slow path, run only on failure)."""
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(path, "listed in the split file but missing") from None
+        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
-        raise DataError(path, f"cannot read ({type(e).__name__})") from None
-    rows = [line.split() for line in text.splitlines() if line.strip()]
-    if not rows:
-        raise DataError(path, "empty file: no points")
+        return f"cannot read ({type(e).__name__})"
     widths = {len(r) for r in rows}
     if widths != {7}:
-        raise DataError(path, f"expected 7 columns 'x y z nx ny nz part', found {sorted(widths)}")
+        return f"expected 7 columns 'x y z nx ny nz part', found {sorted(widths)}"
+    return "non-numeric value"
+
+
+def _read_normal_file(path: Path, cat: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise DataError(path, "listed in the split file but missing")
     try:
-        a = np.array(rows, dtype=np.float64)
-    except ValueError:
-        raise DataError(path, "non-numeric value") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # loadtxt warns on empty input; checked below
+            a = np.loadtxt(path, dtype=np.float64, ndmin=2)  # C parser: ~2x a Python split
+    except (ValueError, UnicodeDecodeError):
+        raise DataError(path, _diagnose_text(path)) from None
+    except OSError as e:
+        raise DataError(path, f"cannot read ({type(e).__name__})") from None
+    if a.size == 0:
+        raise DataError(path, "empty file: no points")
+    if a.shape[1] != 7:
+        raise DataError(path, f"expected 7 columns 'x y z nx ny nz part', found {a.shape[1]}")
     if not np.isfinite(a).all():
         raise DataError(path, "NaN or Inf value")
     part = a[:, 6]

@@ -12,6 +12,7 @@ Part labels are global across categories, like ShapeNetPart: ``PART_NAMES[k]`` i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from pointssl.data.dataset import CloudSet
 from pointssl.errors import PointSSLError
 
 # Bump whenever a generator change alters any shape, so stale caches are never reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 _PARTS: dict[str, list[str]] = {
     "airplane": ["fuselage", "wings", "tail", "engines"],
@@ -83,6 +84,37 @@ def _signed_volume(v: np.ndarray, f: np.ndarray) -> float:
     return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
 
 
+@functools.cache
+def _unit(kind: str, n: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit cube, unit cylinder (radius 1, height 1, along z) or icosphere, centred."""
+    if kind == "box":
+        m = creation.box()
+    elif kind == "cyl":
+        m = creation.cylinder(1.0, 1.0, sections=n)
+    else:
+        m = creation.icosphere(n)
+    v, f = np.array(m.vertices, dtype=np.float64), np.array(m.faces, dtype=np.int64)
+    v.flags.writeable = f.flags.writeable = False
+    return v, f
+
+
+def _align_z(u: np.ndarray) -> np.ndarray:
+    """Rotation taking +z to the unit vector ``u``."""
+    c = float(u[2])
+    if c < -1 + 1e-12:
+        return np.diag([1.0, -1.0, -1.0])
+    k = np.array([[0, 0, u[0]], [0, 0, u[1]], [-u[0], -u[1], 0]])
+    return np.eye(3) + k + k @ k / (1 + c)
+
+
+def _is_convex(v: np.ndarray, f: np.ndarray) -> bool:
+    """Whether a closed, outward-oriented piece is convex: no vertex above any face plane."""
+    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
+    height = v @ n.T - np.einsum("ij,ij->i", v[f[:, 0]], n)
+    return bool(height.max() <= 1e-9 * max(1.0, float(np.ptp(v, axis=0).max())))
+
+
 class _Builder:
     """Collects closed pieces, each with one local part index, into one mesh."""
 
@@ -90,9 +122,12 @@ class _Builder:
         self.verts: list[np.ndarray] = []
         self.faces: list[np.ndarray] = []
         self.parts: list[np.ndarray] = []
+        self.convex: list[bool] = []
         self.count = 0
 
-    def add(self, part: int, v, f, m: np.ndarray | None = None) -> None:
+    def add(self, part, v, f, m: np.ndarray | None = None, convex: bool | None = None) -> None:
+        """``part``: a local part index, or a function of the face centroids that returns
+        one per face (for one piece that spans two parts, such as a bottle's body and neck)."""
         v = np.asarray(v, dtype=np.float64)
         f = np.asarray(f, dtype=np.int64)
         if m is not None:
@@ -102,25 +137,34 @@ class _Builder:
             f = f[:, ::-1]
         self.verts.append(v)
         self.faces.append(f + self.count)
-        self.parts.append(np.full(len(f), part, dtype=np.int64))
+        if callable(part):
+            labels = np.asarray(part(v[f].mean(1)), dtype=np.int64)
+        else:
+            labels = np.full(len(f), part, dtype=np.int64)
+        self.parts.append(labels)
+        self.convex.append(_is_convex(v, f) if convex is None else convex)
         self.count += len(v)
 
-    def mesh(self, part: int, mesh: trimesh.Trimesh, m: np.ndarray | None = None) -> None:
+    def mesh(self, part, mesh: trimesh.Trimesh, m: np.ndarray | None = None) -> None:
         self.add(part, mesh.vertices, mesh.faces, m)
 
+    # Convex primitives are affine images of cached unit meshes: building a fresh trimesh
+    # object per leg costs more than the rest of the shape.
     def box(self, part, size, center=(0, 0, 0), r=None) -> None:
-        self.mesh(part, creation.box(extents=size), _tf(center, r))
+        self.add(part, *_unit("box"), _tf(center, r, size), convex=True)
 
     def cyl(self, part, p0, p1, radius, sections=12) -> None:
         """Cylinder between two points."""
-        self.mesh(part, creation.cylinder(radius, segment=[p0, p1], sections=sections))
+        p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+        length = float(np.linalg.norm(p1 - p0))
+        m = _tf((p0 + p1) / 2, _align_z((p1 - p0) / length), (radius, radius, length))
+        self.add(part, *_unit("cyl", sections), m, convex=True)
 
     def ellipse_cyl(self, part, rx, ry, height, center, sections=24) -> None:
-        unit = creation.cylinder(1.0, 1.0, sections=sections)
-        self.mesh(part, unit, _tf(center, s=(rx, ry, height)))
+        self.add(part, *_unit("cyl", sections), _tf(center, s=(rx, ry, height)), convex=True)
 
     def ellipsoid(self, part, radii, center, r=None, subdiv=2) -> None:
-        self.mesh(part, creation.icosphere(subdiv), _tf(center, r, radii))
+        self.add(part, *_unit("ico", subdiv), _tf(center, r, radii), convex=True)
 
     def revolve(self, part, profile, m=None, sections=24) -> None:
         """Solid of revolution about local z from an (r, z) profile that starts and ends on
@@ -182,9 +226,11 @@ class _Builder:
         v = np.vstack(self.verts)
         f = np.vstack(self.faces)
         p = np.concatenate(self.parts)
+        piece = np.concatenate([np.full(len(x), i) for i, x in enumerate(self.faces)])
         area2 = np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
         keep = area2 > 1e-12 * max(1.0, float(area2.max()))
-        return trimesh.Trimesh(v, f[keep], process=False), p[keep]
+        meta = {"pieces": piece[keep], "convex": np.array(self.convex)}
+        return trimesh.Trimesh(v, f[keep], process=False, metadata=meta), p[keep]
 
 
 def _arc(center, radius_x, radius_z, a0, a1, n=12, y=0.0) -> np.ndarray:
@@ -200,7 +246,7 @@ def _arc(center, radius_x, radius_z, a0, a1, n=12, y=0.0) -> np.ndarray:
 # (order of _PARTS[category]). Units are roughly metres, z up, resting on z = 0.
 
 
-def _leg_set(b, rng, part, corners, z0, z1, thick, round_legs, splay=0.0):
+def _leg_set(b, part, corners, z0, z1, thick, round_legs, splay=0.0):
     for x, y in corners:
         norm = np.hypot(x, y) or 1.0
         dx, dy = splay * x / norm, splay * y / norm
@@ -234,7 +280,7 @@ def _table(b, rng):
         else:
             ax, ay = (w / 2 - inset) * 0.7, (d / 2 - inset) * 0.7
         corners = [(sx * ax, sy * ay) for sx in (-1, 1) for sy in (-1, 1)]
-        _leg_set(b, rng, legs, corners, 0, zt, thick, round_legs, u(0, 0.08))
+        _leg_set(b, legs, corners, 0, zt, thick, round_legs, u(0, 0.08))
         if rng.random() < 0.35:  # apron
             ah = u(0.04, 0.12)
             b.box(top, [2 * ax, thick * 0.5, ah], [0, ay, zt - ah / 2])
@@ -246,7 +292,7 @@ def _table(b, rng):
     elif style == "legs3":
         rad = min(w, d) / 2 * u(0.5, 0.8)
         corners = [(rad * np.cos(a), rad * np.sin(a)) for a in np.arange(3) * 2 * np.pi / 3]
-        _leg_set(b, rng, legs, corners, 0, zt, thick, round_legs, u(0, 0.1))
+        _leg_set(b, legs, corners, 0, zt, thick, round_legs, u(0, 0.1))
     elif style == "pedestal":
         b.cyl(legs, [0, 0, 0.02], [0, 0, zt], u(0.03, 0.12), sections=14)
         if rng.random() < 0.6:
@@ -309,7 +355,7 @@ def _chair(b, rng):
     if lstyle == "four":
         ax, ay = sw / 2 - thick / 2 - u(0, 0.04), sd / 2 - thick / 2 - u(0, 0.04)
         corners = [(sx * ax, sy * ay) for sx in (-1, 1) for sy in (-1, 1)]
-        _leg_set(b, rng, legs, corners, 0, sh, thick, rng.random() < 0.4, u(0, 0.06))
+        _leg_set(b, legs, corners, 0, sh, thick, rng.random() < 0.4, u(0, 0.06))
     elif lstyle == "swivel":
         b.cyl(legs, [0, 0, 0.06], [0, 0, sh], u(0.02, 0.04), sections=10)
         spoke = min(sw, sd) * u(0.45, 0.65)
@@ -350,7 +396,6 @@ def _sofa(b, rng):
         b.box(base, [w, d, bh - lh], [0, 0, lh + (bh - lh) / 2])
         _leg_set(
             b,
-            rng,
             base,
             [(sx * (w / 2 - 0.05), sy * (d / 2 - 0.05)) for sx in (-1, 1) for sy in (-1, 1)],
             0,
@@ -383,7 +428,9 @@ def _sofa(b, rng):
             c = hinge @ [cx, back_t / 2 + 0.06, cush_t + back_h * 0.45, 1]
             b.box(back, [cw * 0.95, 0.12, back_h * 0.8], c[:3], hinge[:3, :3])
     for sx in [-1, 1][:n_arms]:
-        b.box(arms, [aw, d, cush_t + ah], [sx * (w / 2 - aw / 2), 0, bh + (cush_t + ah) / 2])
+        # In front of the back, not through it.
+        c = [sx * (w / 2 - aw / 2), back_t / 2, bh + (cush_t + ah) / 2]
+        b.box(arms, [aw, d - back_t, cush_t + ah], c)
     if rng.random() < 0.15:  # chaise extension on one end
         ew = min(u(0.6, 0.9), w / 2)
         el = u(0.5, 0.8)
@@ -403,7 +450,7 @@ def _bed(b, rng):
         b.box(frame, [w, length, ft], [0, 0, fh - ft / 2])
         ax, ay = w / 2 - 0.05, length / 2 - 0.05
         corners = [(sx * ax, sy * ay) for sx in (-1, 1) for sy in (-1, 1)]
-        _leg_set(b, rng, frame, corners, 0, fh - ft, u(0.04, 0.08), rng.random() < 0.4)
+        _leg_set(b, frame, corners, 0, fh - ft, u(0.04, 0.08), rng.random() < 0.4)
     else:
         b.box(frame, [w, length, fh], [0, 0, fh / 2])
     mt = u(0.12, 0.32)
@@ -458,15 +505,16 @@ def _shelf(b, rng):
                     [post, post, h],
                     [sx * (w / 2 - post / 2), sy * (d / 2 - post / 2), h / 2],
                 )
-        inner = w
+        inner = w - 2 * post  # boards run between the posts
     n = int(rng.integers(2, 7))
     zs = np.linspace(lift + th / 2, h - th / 2, n)
     if rng.random() < 0.3:  # uneven spacing
         zs[1:-1] += rng.uniform(-0.3, 0.3, n - 2) * (zs[1] - zs[0])
-    for z in zs:
-        b.box(shelves, [inner, d, th], [0, 0, z])
-    if rng.random() < 0.6:
-        b.box(back, [inner, th * 0.5, h - lift], [0, -d / 2 + th / 4, lift + (h - lift) / 2])
+    bt = th * 0.5 if rng.random() < 0.6 else 0.0
+    for z in zs:  # boards stop at the back panel rather than run through it
+        b.box(shelves, [inner, d - bt, th], [0, bt / 2, z])
+    if bt:
+        b.box(back, [inner, bt, h - lift], [0, -d / 2 + bt / 2, lift + (h - lift) / 2])
 
 
 def _lamp(b, rng):
@@ -562,22 +610,25 @@ def _bottle(b, rng):
     rn = rb * u(0.22, 0.5)
     hs = u(0.005, 0.07)
     mid = rb * u(0.85, 1.15)
-    prof = [[0, 0], [rb, 0], [mid, hb * u(0.3, 0.7)], [rb, hb], [rn, hb + hs], [0, hb + hs]]
-    sections = int(rng.choice([4, 6, 24], p=[0.15, 0.1, 0.75]))
-    b.revolve(body, prof, _tf(r=_rot("z", np.pi / 4)), sections=sections)
     nl = u(0.015, 0.1)
     z0 = hb + hs
-    nprof = [[0, 0], [rn, 0], [rn, nl]]
+    # Body and neck are one solid (no hidden internal faces), labelled by height.
+    prof = [[0, 0], [rb, 0], [mid, hb * u(0.3, 0.7)], [rb, hb], [rn, z0], [rn, z0 + nl]]
     if rng.random() < 0.4:  # lip ring
-        nprof += [[rn * 1.2, nl], [rn * 1.2, nl + 0.004]]
+        prof += [[rn * 1.2, z0 + nl], [rn * 1.2, z0 + nl + 0.004]]
         nl += 0.004
-    nprof += [[rn, nl], [0, nl]]
-    b.revolve(neck, nprof, _tf([0, 0, z0 - 0.002]), sections=16)
+    prof += [[rn, z0 + nl], [0, z0 + nl]]
+    sections = int(rng.choice([4, 6, 24], p=[0.15, 0.1, 0.75]))
+
+    def label(c):
+        return np.where(c[:, 2] > z0 + 1e-9, neck, body)
+
+    b.revolve(label, prof, _tf(r=_rot("z", np.pi / 4)), sections=sections)
     if rng.random() < 0.2:
         return
     ch = u(0.008, 0.03)
     cr = rn * u(1.0, 1.35)
-    b.ellipse_cyl(cap, cr, cr, ch, [0, 0, z0 + nl + ch / 2 - 0.002], sections=16)
+    b.ellipse_cyl(cap, cr, cr, ch, [0, 0, z0 + nl + ch / 2], sections=16)
 
 
 def _vase(b, rng):
@@ -737,7 +788,7 @@ def _bench(b, rng):
     ax = w / 2 - inset
     if style == "four":
         corners = [(sx * ax, sy * (d / 2 - thick / 2)) for sx in (-1, 1) for sy in (-1, 1)]
-        _leg_set(b, rng, legs, corners, 0, h - st, thick, rng.random() < 0.3, u(0, 0.05))
+        _leg_set(b, legs, corners, 0, h - st, thick, rng.random() < 0.3, u(0, 0.05))
     elif style == "panels":
         for sx in (-1, 1):
             b.box(legs, [thick, d * u(0.7, 1.0), h - st], [sx * ax, 0, (h - st) / 2])
@@ -803,7 +854,7 @@ def make_shape(
     v = (mesh.vertices * stretch) @ r.T
     lo, hi = v.min(0), v.max(0)
     v -= [(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]]
-    mesh = trimesh.Trimesh(v, mesh.faces, process=False)
+    mesh = trimesh.Trimesh(v, mesh.faces, process=False, metadata=mesh.metadata)
     return mesh, np.asarray(CATEGORY_PARTS[category], dtype=np.int64)[local]
 
 
@@ -820,19 +871,68 @@ def shape_rng(seed: int, split: str, category: str, index: int, stream: int = 0)
     return np.random.default_rng([int(seed), _key(split), _key(category), int(index), stream])
 
 
-def sample_shape(mesh: trimesh.Trimesh, face_parts: np.ndarray, num_points: int, rng):
-    """Area-weighted surface sample, centred and scaled into the unit sphere.
+def _hidden(mesh: trimesh.Trimesh, pts: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """Which samples no one could see: inside another convex piece, or on a face pressed
+    against an opposite face of one (a mattress bottom on a frame top)."""
+    pieces, convex = mesh.metadata["pieces"], mesh.metadata["convex"]
+    nrm = mesh.face_normals
+    scale = float(np.ptp(mesh.vertices, axis=0).max())
+    eps = 1e-7 * scale
+    hidden = np.zeros(len(pts), dtype=bool)
+    own = pieces[face]
+    tri = mesh.triangles
+    for k in np.flatnonzero(convex):
+        fk = np.flatnonzero(pieces == k)
+        lo, hi = tri[fk].min((0, 1)) - eps, tri[fk].max((0, 1)) + eps
+        cand = np.flatnonzero((own != k) & ~hidden & np.all((pts >= lo) & (pts <= hi), axis=1))
+        if len(cand) == 0:
+            continue
+        nk = nrm[fk]
+        d = pts[cand] @ nk.T - np.einsum("ij,ij->i", tri[fk, 0], nk)
+        dmax = d.max(1)
+        inside = dmax < -eps
+        touching = (d >= -eps) & (nrm[face[cand]] @ nk.T < -0.99)
+        hidden[cand] = inside | ((dmax <= eps) & touching.any(1))
+    return hidden
 
+
+def sample_shape(
+    mesh: trimesh.Trimesh, face_parts: np.ndarray, num_points: int, rng, normalize: bool = True
+):
+    """Area-weighted sample of the visible surface, centred and scaled into the unit sphere
+    (unless ``normalize=False``, which keeps mesh coordinates).
+
+    Meshes from :func:`make_shape` carry their pieces, so surface hidden inside or under
+    other pieces is not sampled; other meshes are sampled everywhere.
     Returns points ``(N, 3)`` float32, unit normals ``(N, 3)`` float32 from the sampled
     faces, and part ids ``(N,)`` int64.
     """
-    seed = int(rng.integers(2**63 - 1))
-    pts, face = trimesh.sample.sample_surface(mesh, num_points, seed=seed)
+    gen = np.random.default_rng(int(rng.integers(2**63 - 1)))
+    filtered = "pieces" in mesh.metadata and "convex" in mesh.metadata
+    got_pts, got_face, have, keep_rate = [], [], 0, 0.75
+    for attempt in range(20):
+        last = not filtered or attempt == 19
+        want = num_points - have
+        if not last:
+            want = int(want / keep_rate * 1.1) + 16
+        pts, face = trimesh.sample.sample_surface(mesh, want, seed=gen)
+        if not last:
+            keep = ~_hidden(mesh, pts, face)
+            keep_rate = max(0.05, float(keep.mean()))
+            pts, face = pts[keep], face[keep]
+        got_pts.append(pts)
+        got_face.append(face)
+        have += len(pts)
+        if have >= num_points:
+            break
+    pts = np.concatenate(got_pts)[:num_points]
+    face = np.concatenate(got_face)[:num_points]
     tri = mesh.triangles[face]
     nrm = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
-    pts = pts - pts.mean(0)
-    pts /= np.linalg.norm(pts, axis=1).max()
+    if normalize:
+        pts = pts - pts.mean(0)
+        pts /= np.linalg.norm(pts, axis=1).max()
     return pts.astype(np.float32), nrm.astype(np.float32), face_parts[face].astype(np.int64)
 
 

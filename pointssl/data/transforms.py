@@ -38,14 +38,15 @@ class RandomSample:
 
 
 def farthest_point_indices(xyz: np.ndarray, n: int, start: int = 0) -> np.ndarray:
-    """Indices of ``n`` farthest-point samples (fpsample's bucket k-d tree, exact FPS order)."""
+    """Indices of ``n`` farthest-point samples starting at ``start`` (fpsample, exact FPS).
+
+    fpsample's bucket variants ignore ``start_idx`` in 1.0.x, so the plain one is used."""
     import fpsample
 
     if n >= len(xyz):
         return np.arange(len(xyz))
-    return np.asarray(fpsample.bucket_fps_kdline_sampling(
-        np.ascontiguousarray(xyz[:, :3], dtype=np.float32), n, h=5, start_idx=start),
-        dtype=np.int64)
+    pts = np.ascontiguousarray(xyz[:, :3], dtype=np.float32)
+    return np.asarray(fpsample.fps_sampling(pts, n, start_idx=start), dtype=np.int64)
 
 
 class FarthestPointSample:

@@ -24,25 +24,28 @@ def _env_int(name: str, default: int) -> int:
                             "integer") from None
 
 
-def init_distributed() -> bool:
+def init_distributed(backend: str | None = None) -> bool:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*).
 
-    NCCL on CUDA (after selecting the device LOCAL_RANK), gloo on CPU. Idempotent; returns
-    True when running with more than one process.
+    ``backend=None``: NCCL when CUDA is available (after selecting device LOCAL_RANK), else
+    gloo; pass "gloo" to train on CPU on a GPU machine. Idempotent; returns True when running
+    with more than one process.
     """
     if is_distributed():
         return True
     if _env_int("WORLD_SIZE", 1) <= 1:
         return False
     lr = _env_int("LOCAL_RANK", 0)
-    if torch.cuda.is_available():
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
         if lr >= torch.cuda.device_count():
             raise PointSSLError(f"LOCAL_RANK={lr} but only {torch.cuda.device_count()} CUDA "
                                 "device(s) are visible; lower --nproc_per_node")
         torch.cuda.set_device(lr)
         dist.init_process_group("nccl", init_method="env://", device_id=torch.device("cuda", lr))
     else:
-        dist.init_process_group("gloo", init_method="env://")
+        dist.init_process_group(backend, init_method="env://")
     return True
 
 

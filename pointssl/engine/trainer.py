@@ -191,32 +191,43 @@ def _minutes_tag(m: float) -> str:
 
 
 class _GracefulInterrupt:
-    """First Ctrl-C sets ``requested`` (the loop checkpoints at the end of the step and
-    raises KeyboardInterrupt); a second one raises immediately. Main thread only."""
+    """First Ctrl-C (or SIGTERM, as torchrun and schedulers send) sets ``requested``: the loop
+    checkpoints at the end of the step, then raises KeyboardInterrupt (SIGINT) or
+    SystemExit(143) (SIGTERM). A second signal raises KeyboardInterrupt at once.
+    Installed only in the main thread, and for SIGTERM only over the default action."""
 
     def __init__(self):
-        self.requested = False
-        self._prev = None
-        self._installed = False
+        self.requested: int | None = None  # the signal number received
+        self._prev: dict[int, object] = {}
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._prev = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            prev = signal.getsignal(sig)
+            if sig == signal.SIGTERM and prev not in (signal.SIG_DFL, None):
+                continue
+            self._prev[sig] = prev
+            signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:
+        if self.requested is not None:
             raise KeyboardInterrupt
-        self.requested = True
-        print("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort now)",
-              file=sys.stderr, flush=True)
+        self.requested = signum
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step "
+              "(signal again to abort now)", file=sys.stderr, flush=True)
+
+    def raise_for_signal(self):
+        if self.requested == signal.SIGTERM:
+            raise SystemExit(128 + signal.SIGTERM)
+        raise KeyboardInterrupt
 
     def __exit__(self, *exc):
-        if self._installed:
-            signal.signal(signal.SIGINT,
-                          self._prev if self._prev is not None else signal.default_int_handler)
+        for sig, prev in self._prev.items():
+            if prev is None:  # installed outside Python: restore the usual default
+                prev = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            signal.signal(sig, prev)
         return False
 
 
@@ -260,7 +271,8 @@ class Trainer:
         if self.max_minutes is not None and self.max_minutes < 0:
             raise PointSSLError("max_minutes must be >= 0")
 
-        self.distributed = dist.init_distributed()
+        on_cpu = device is not None and torch.device(device).type == "cpu"
+        self.distributed = dist.init_distributed("gloo" if on_cpu else None)
         self.rank, self.world = dist.rank(), dist.world_size()
         self.is_main = self.rank == 0
         self.device = _resolve_device(device)
@@ -384,7 +396,7 @@ class Trainer:
 
     def _should_stop(self, interrupt: _GracefulInterrupt) -> str | None:
         time_up = self.max_minutes is not None and self._wall() >= self.max_minutes * 60
-        flags = torch.tensor([float(time_up), float(interrupt.requested)])
+        flags = torch.tensor([float(time_up), float(interrupt.requested is not None)])
         if self.distributed:
             # Every rank must leave the loop at the same step or collectives would hang.
             flags = dist.all_reduce_max(flags.to(self.device)).cpu()
@@ -435,6 +447,7 @@ class Trainer:
         self.last_row: dict = {}
         self._saved_step = -1
         self._pending_rng = None
+        self._consistent = True
         self._cpu_final: float | None = None
 
         has_ckpt = self.ckpt_path.is_file()
@@ -508,7 +521,7 @@ class Trainer:
             return "completed"
         stop = self._should_stop(interrupt)
         if stop == "interrupted":
-            raise KeyboardInterrupt
+            interrupt.raise_for_signal()
         if stop is not None:
             return stop
 
@@ -578,7 +591,8 @@ class Trainer:
             if self.is_main:
                 print(f"checkpoint saved at step {self.global_step}: {self.ckpt_path}",
                       file=sys.stderr)
-            raise KeyboardInterrupt
+            self._logger.close()
+            interrupt.raise_for_signal()
         return stop
 
     def _finish(self, stop: str, resumed_from: int | None) -> dict:

@@ -117,13 +117,19 @@ class ClsHead(nn.Module):
 
 class SegHead(nn.Module):
     """Per-point head: two FC layers (256, 128; BN + ReLU, dropout 0.5 between) then a
-    linear classifier, on [point feature, global feature, category one-hot]."""
+    linear classifier, on [point feature, global feature, category one-hot].
+
+    The first layer is one Linear on that concatenation, computed as W_p x_i + W_c ctx so
+    the per-shape context is multiplied once per shape rather than once per point.
+    """
 
     def __init__(self, point_dim: int, global_dim: int, num_categories: int, num_parts: int,
                  dropout: float = 0.5):
         super().__init__()
         self.num_categories = num_categories
-        self.fc1 = PointwiseMLP(point_dim + global_dim + num_categories, 256)
+        self.lin_point = nn.Linear(point_dim, 256, bias=False)
+        self.lin_ctx = nn.Linear(global_dim + num_categories, 256, bias=False)
+        self.bn1 = nn.BatchNorm1d(256)
         self.drop = nn.Dropout(dropout)
         self.fc2 = PointwiseMLP(256, 128)
         self.out = nn.Linear(128, num_parts)
@@ -131,8 +137,9 @@ class SegHead(nn.Module):
     def forward(self, point_feat, global_feat, category) -> torch.Tensor:
         b, n, _ = point_feat.shape
         onehot = F.one_hot(category, self.num_categories).to(point_feat.dtype)
-        ctx = torch.cat([global_feat, onehot], dim=-1).unsqueeze(1).expand(b, n, -1)
-        x = self.fc1(torch.cat([point_feat, ctx], dim=-1))
+        ctx = self.lin_ctx(torch.cat([global_feat, onehot], dim=-1)).unsqueeze(1)
+        x = (self.lin_point(point_feat) + ctx).reshape(b * n, -1)
+        x = F.relu(self.bn1(x)).reshape(b, n, -1)
         return self.out(self.fc2(self.drop(x)))
 
 
@@ -149,7 +156,9 @@ def _prepare_backbone(backbone: Backbone, mode: str, seed: int) -> Backbone:
     if mode not in MODES:
         raise PointSSLError(f"unknown fine-tuning mode {mode!r}; choose one of {MODES}")
     if mode == "scratch":
-        torch.manual_seed(seed)
+        # A derived seed: a stand-in "pre-trained" model built after torch.manual_seed(seed)
+        # must not coincide with the scratch initialisation.
+        torch.manual_seed(seed + 7_368_787)
         return build_backbone(backbone.name, **backbone.config)
     bb = copy.deepcopy(backbone)
     if mode == "fix":

@@ -91,7 +91,9 @@ class _Rotated:
 
 
 def _newton(R: _Rotated, Y, C, W, S, rtol, max_iter: int, cg_max: int = 200):
-    """Truncated Newton for all columns of W (p, K) at once; returns (W, iterations per column).
+    """Truncated Newton for all columns of W (p, K) at once.
+
+    Returns (W, Newton iterations per column, total lock-step CG iterations).
 
     Y (n, K) ±1 targets, C (K,) per-column costs, S (n, K) 0/1 sample masks or None,
     rtol (K,) relative gradient tolerances.
@@ -104,6 +106,7 @@ def _newton(R: _Rotated, Y, C, W, S, rtol, max_iter: int, cg_max: int = 200):
     n_iter = torch.zeros(K, dtype=torch.long, device=Z.device)
     z = Z @ W
     cols = torch.arange(K, device=Z.device)
+    n_cg = 0
     while True:
         Yc, Cc, zc, Wc = Y[:, cols], C[cols], z[:, cols], W[:, cols]
         Sc = None if S is None else S[:, cols]
@@ -123,7 +126,9 @@ def _newton(R: _Rotated, Y, C, W, S, rtol, max_iter: int, cg_max: int = 200):
         # Inexact Newton step: PCG on (I + 2C Z^T D Z) d = -g, Jacobi preconditioner.
         act32, C32 = act.float(), Cc.float()
         diag = 1.0 + 2.0 * C32 * (Zsq32.T @ act32)
-        d = _pcg(Z32, act32, C32, -g.float(), diag, cg_max).double()
+        d, it = _pcg(Z32, act32, C32, -g.float(), diag, cg_max)
+        d = d.double()
+        n_cg += it
         zd = Z @ d
         loss = m.clamp_min(0).square()
         f0 = 0.5 * Wc.square().sum(0) + Cc * (loss if Sc is None else loss * Sc).sum(0)
@@ -131,7 +136,7 @@ def _newton(R: _Rotated, Y, C, W, S, rtol, max_iter: int, cg_max: int = 200):
         W[:, cols] = Wc + t * d
         z[:, cols] = zc + t * zd
         n_iter[cols] += 1
-    return W, n_iter
+    return W, n_iter, n_cg
 
 
 def _pcg(Z32, act32, C32, b, diag, max_iter: int, eta: float = 0.1):
@@ -143,7 +148,9 @@ def _pcg(Z32, act32, C32, b, diag, max_iter: int, eta: float = 0.1):
     p = zr.clone()
     rz = (r * zr).sum(0)
     on = torch.ones(b.shape[1], dtype=torch.bool, device=b.device)
-    for _ in range(max_iter):
+    it = 0
+    while it < max_iter:
+        it += 1
         idx = on.nonzero().squeeze(1)
         pa = p[:, idx]
         Hp = pa + 2.0 * C32[idx] * (Z32.T @ (act32[:, idx] * (Z32 @ pa)))
@@ -157,7 +164,7 @@ def _pcg(Z32, act32, C32, b, diag, max_iter: int, eta: float = 0.1):
         rz_new = (r * zr).sum(0)
         p = torch.where(on, zr + (rz_new / rz) * p, p)
         rz = torch.where(on, rz_new, rz)
-    return x
+    return x, it
 
 
 def _armijo(f0, gd, W, d, z, zd, Y, C, S, c1: float = 0.01, max_halvings: int = 30):
@@ -204,7 +211,7 @@ class LinearSVM:
             W0 = R.V.T @ W0
         pos = Y.clip(0).sum(0)
         rtol = self.tol * np.maximum(np.minimum(pos, len(y) - pos), 1) / len(y)
-        W, n_iter = _newton(
+        W, n_iter, self.n_cg_ = _newton(
             R, torch.as_tensor(Y, device=self.device),
             torch.full((K,), self.C, dtype=torch.float64, device=self.device), W0, None,
             torch.as_tensor(rtol, device=self.device), self.max_iter)
@@ -265,7 +272,7 @@ def select_C(X, y, Cs=DEFAULT_CS, folds: int = 5, seed: int = 0, tol: float = 1e
     scores = {}
     for C in sorted(float(c) for c in Cs):
         Ct = torch.full((folds * K,), C, dtype=torch.float64, device=device)
-        W, _ = _newton(R, Yt, Ct, W, St, rt, max_iter)
+        W, _, _ = _newton(R, Yt, Ct, W, St, rt, max_iter)
         accs = []
         for f, (_, te) in enumerate(splits):
             s = (R.Z[te] @ W[:, f * K:(f + 1) * K]).cpu().numpy()

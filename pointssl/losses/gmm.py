@@ -17,7 +17,10 @@ exactly when N π_j > 0, and it stays finite (no 0/0, no log 0) for a component 
 underflows to zero: its mean/covariance become those of its most responsible points and its
 weight enters the mixture as a very negative log π_j. ε I keeps Σ_j positive definite for
 the Cholesky factorisation and bounds the density of flat or single-point components.
-The GMM is computed in at least float32 with autocast off (Cholesky has no half kernels).
+Speed and precision: the moments (Eqs. 6-7) and the Mahalanobis terms are batched matmuls
+of [vec(p pᵀ), p, 1] features, never an (N, J, 3) difference tensor, and they run in float64
+(an E[ppᵀ] - μμᵀ or pᵀΣ⁻¹p expansion cancels badly in float32 when Σ ~ ε). The (B, N, J)
+terms (softmax, log-sum-exp) stay in the input precision (at least float32; autocast off).
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 class GMM(NamedTuple):
-    """A batch of 3-D Gaussian mixtures: log π (B, J), μ (B, J, 3), Σ (B, J, 3, 3)."""
+    """A batch of 3-D Gaussian mixtures: log π (B, J), μ (B, J, 3), Σ (B, J, 3, 3).
+
+    μ and Σ are float64: they come from second moments, which cancel in lower precision.
+    """
 
     log_pi: torch.Tensor
     mu: torch.Tensor
@@ -50,6 +56,14 @@ def _work_dtype(*ts: torch.Tensor) -> torch.dtype:
     return dt
 
 
+def _quadratic_features(p: torch.Tensor) -> torch.Tensor:
+    """φ(p) = [vec(p pᵀ), p, 1] (..., 13) in float64: every Gaussian quadratic form and every
+    second moment is then one batched matmul, never an (N, J, 3) difference tensor."""
+    p = p.double()
+    pp = (p.unsqueeze(-1) * p.unsqueeze(-2)).flatten(-2)
+    return torch.cat([pp, p, torch.ones_like(p[..., :1])], dim=-1)
+
+
 def posterior(logits: torch.Tensor) -> torch.Tensor:
     """Γ = row-wise softmax of the (..., N, J) logits over the J components (Eqs. 2-4)."""
     return torch.softmax(logits, dim=-1)
@@ -62,36 +76,37 @@ def fit_gmm(points: torch.Tensor, logits: torch.Tensor, eps: float = 1e-4) -> GM
     """
     if points.dim() != 3 or points.shape[-1] != 3:
         raise ValueError(f"points must be (B, N, 3), got {tuple(points.shape)}")
-    if logits.shape[:2] != points.shape[:2]:
+    if logits.dim() != 3 or logits.shape[:2] != points.shape[:2]:
         raise ValueError(f"logits {tuple(logits.shape)} do not match points "
                          f"{tuple(points.shape)} in (B, N)")
     dt = _work_dtype(points, logits)
     with torch.autocast(points.device.type, enabled=False):
-        p = points.to(dt)
         log_gamma = torch.log_softmax(logits.to(dt), dim=-1)  # log Γ, Eq. 4
         log_mass = torch.logsumexp(log_gamma, dim=1)  # log(N π_j), (B, J)
-        log_pi = log_mass - math.log(p.shape[1])  # Eq. 5
+        log_pi = log_mass - math.log(points.shape[1])  # Eq. 5
         w = torch.softmax(log_gamma, dim=1)  # γ_ij / (N π_j); sums to 1 over i
-        mu = w.transpose(1, 2) @ p  # Eq. 6, (B, J, 3)
-        diff = p.unsqueeze(2) - mu.unsqueeze(1)  # (B, N, J, 3)
-        d = diff.permute(0, 2, 3, 1)  # (B, J, 3, N)
-        sigma = (d * w.transpose(1, 2).unsqueeze(2)) @ d.transpose(-1, -2)  # Eq. 7
-        sigma = sigma + eps * torch.eye(3, dtype=dt, device=p.device)
+        mom = w.double().transpose(1, 2) @ _quadratic_features(points)[..., :12]  # (B, J, 12)
+        mu = mom[..., 9:]  # Eq. 6
+        # Eq. 7 as E_w[p pᵀ] - μ μᵀ (same value; float64 keeps the difference exact enough)
+        sigma = mom[..., :9].unflatten(-1, (3, 3)) - mu.unsqueeze(-1) * mu.unsqueeze(-2)
+        sigma = sigma + eps * torch.eye(3, dtype=sigma.dtype, device=sigma.device)
     return GMM(log_pi, mu, sigma)
 
 
 def gmm_log_prob(points: torch.Tensor, gmm: GMM) -> torch.Tensor:
     """log g(p; Θ) = log Σ_j π_j N(p; μ_j, Σ_j) for points (B, M, 3) -> (B, M) (Eq. 10)."""
-    dt = _work_dtype(points, gmm.mu)
+    dt = _work_dtype(points, gmm.log_pi)
     with torch.autocast(points.device.type, enabled=False):
-        p = points.to(dt)
-        chol = torch.linalg.cholesky(gmm.sigma.to(dt))  # (B, J, 3, 3)
-        d = (p.unsqueeze(1) - gmm.mu.to(dt).unsqueeze(2)).transpose(-1, -2)  # (B, J, 3, M)
-        z = torch.linalg.solve_triangular(chol, d, upper=False)
-        maha = z.square().sum(dim=-2)  # (B, J, M)
+        mu, sigma = gmm.mu.double(), gmm.sigma.double()
+        chol = torch.linalg.cholesky(sigma)  # (B, J, 3, 3)
+        prec = torch.cholesky_inverse(chol)  # Σ⁻¹
+        pm = (prec @ mu.unsqueeze(-1)).squeeze(-1)  # Σ⁻¹ μ
+        # (p-μ)ᵀ Σ⁻¹ (p-μ) = φ(p) · [vec Σ⁻¹, -2 Σ⁻¹μ, μᵀΣ⁻¹μ]
+        coef = torch.cat([prec.flatten(-2), -2 * pm, (pm * mu).sum(-1, keepdim=True)], -1)
+        maha = _quadratic_features(points) @ coef.transpose(1, 2)  # (B, M, J)
         log_det = 2 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)  # (B, J)
-        log_n = -0.5 * (maha + (3 * LOG_2PI) + log_det.unsqueeze(-1))
-        return torch.logsumexp(gmm.log_pi.to(dt).unsqueeze(-1) + log_n, dim=1)
+        log_n = -0.5 * (maha.to(dt) + (log_det + 3 * LOG_2PI).to(dt).unsqueeze(1))
+        return torch.logsumexp(gmm.log_pi.to(dt).unsqueeze(1) + log_n, dim=-1)
 
 
 def gmm_nll(points: torch.Tensor, logits: torch.Tensor, eps: float = 1e-4,

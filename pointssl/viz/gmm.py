@@ -32,7 +32,7 @@ def _save(fig, path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=110)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -49,11 +49,14 @@ def _component_colors(j: int) -> np.ndarray:
 
 def _axes3d(fig, pos, pts, title):
     ax = fig.add_subplot(*pos, projection="3d")
-    c, r = (pts.max(0) + pts.min(0)) / 2, (pts.max(0) - pts.min(0)).max() / 2 * 1.05
-    for setter, ci in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), c, strict=True):
-        setter(ci - r, ci + r)
-    ax.set_box_aspect((1, 1, 1))
+    # equal scale on all axes with a box fitted to the data (no empty cube around flat shapes)
+    c, half = (pts.max(0) + pts.min(0)) / 2, (pts.max(0) - pts.min(0)) / 2
+    half = np.maximum(half, 0.05 * half.max() + 1e-9) * 1.02
+    for setter, ci, hi in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), c, half, strict=True):
+        setter(ci - hi, ci + hi)
+    ax.set_box_aspect(tuple(half), zoom=1.2)  # mplot3d pads generously; fill the panel
     ax.view_init(elev=20, azim=-60)
+    ax.computed_zorder = False  # draw in call order so p0's marker stays on top
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
     return ax
@@ -157,13 +160,15 @@ def _plot_featdist(plt, pts, feats, i0, path, source, note):
                                     (df, f"point-feature distance from p0 ({source})")]):
         ax = _axes3d(fig, (1, 2, k + 1), pts, title)
         ax.scatter(*pts.T, c=d, cmap="viridis", s=4, depthshade=False)
-        ax.scatter(*pts[i0], c="red", s=80, marker="*", depthshade=False)
+        ax.scatter(*pts[i0], c="red", s=260, marker="*", edgecolors="black", linewidths=0.8,
+                   depthshade=False)
     if note:
         fig.suptitle(note, fontsize=9)
     return _save_close(plt, fig, path)
 
 
 def _save_close(plt, fig, path):
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.93, wspace=0)
     try:
         return _save(fig, path)
     finally:
