@@ -5,7 +5,8 @@
 
 Points are ModelNet40 shapes when ``../shared/data/modelnet40_1024`` exists (the cost does
 not depend on content), else random clouds. Prints a markdown table with the median step
-time, shapes/s and the share of the step spent in the GMM likelihood (Eqs. 5-10).
+time, shapes/s, the GMM likelihood's forward time (Eqs. 5-10) and, for scale, a step of
+the backbone trained alone.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def load_points(b: int, n: int) -> tuple[torch.Tensor, str]:
     return torch.nn.functional.normalize(torch.randn(b, n, 3, generator=g), dim=-1), "random"
 
 
-def bench(name: str, pts: torch.Tensor, steps: int, warmup: int) -> dict:
+def bench(name: str, pts: torch.Tensor, steps: int, warmup: int, baseline: bool = True) -> dict:
     torch.manual_seed(0)
     m = ParAE(build_backbone(name), ParAEConfig()).train()
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
@@ -57,9 +58,22 @@ def bench(name: str, pts: torch.Tensor, steps: int, warmup: int) -> dict:
         if i >= warmup:
             times.append(t3 - t2)
             gmm_times.append(t2 - t1)
+    # the same backbone trained alone (loss = sum of global features): ParAE's overhead as a
+    # ratio, which is steadier than absolute times on a shared CPU
+    bb_times = []
+    bopt = torch.optim.Adam(m.backbone.parameters(), lr=1e-3)
+    for i in range(warmup + steps if baseline else 0):
+        t0 = time.perf_counter()
+        loss = m.backbone(pts).global_feat.sum()
+        bopt.zero_grad(set_to_none=True)
+        loss.backward()
+        bopt.step()
+        if i >= warmup:
+            bb_times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     return {"backbone": name, "step_s": med, "shapes_s": len(pts) / med,
-            "gmm_fwd_s": statistics.median(gmm_times), "steps": times}
+            "gmm_fwd_s": statistics.median(gmm_times), "steps": times,
+            "backbone_step_s": statistics.median(bb_times) if bb_times else float("nan")}
 
 
 def main(argv=None):
@@ -70,17 +84,20 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-baseline", action="store_true", help="skip the backbone-alone steps")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     pts, source = load_points(args.batch, args.points)
     print(f"# ParAE step (fwd+bwd+Adam), {args.batch} x {args.points} {source} points, "
           f"J={ParAEConfig().num_components}, {torch.get_num_threads()} threads, "
           f"median of {args.steps} after {args.warmup} warm-up\n")
-    print("| backbone | step (s) | shapes/s | GMM loss fwd (s) | all steps (s) |")
-    print("|---|---|---|---|---|")
+    print("| backbone | step (s) | shapes/s | GMM loss fwd (s) | backbone alone (s) | "
+          "all steps (s) |")
+    print("|---|---|---|---|---|---|")
     for name in args.backbones:
-        r = bench(name, pts, args.steps, args.warmup)
+        r = bench(name, pts, args.steps, args.warmup, baseline=not args.no_baseline)
         print(f"| {name} | {r['step_s']:.2f} | {r['shapes_s']:.1f} | {r['gmm_fwd_s']:.3f} | "
+              f"{r['backbone_step_s']:.2f} | "
               f"{', '.join(f'{t:.2f}' for t in r['steps'])} |", flush=True)
 
 

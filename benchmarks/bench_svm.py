@@ -16,11 +16,14 @@ import warnings
 import numpy as np
 import torch
 
-from pointssl.evaluate.svm import DEFAULT_CS, LinearSVM, select_C, standardize, svm_objective
+from pointssl.evaluate.svm import LinearSVM, linear_svm_protocol, standardize, svm_objective
 
 
-def synthetic(n_train=9843, n_test=2468, d=1024, k=40, latent=64, seed=0):
-    """Class means in a low-rank latent space, lifted to d dims and rectified."""
+def synthetic(n_train=9843, n_test=2468, d=1024, k=40, latent=64, noise=2.0, seed=0):
+    """Class means in a low-rank latent space, lifted to d dims and rectified.
+
+    noise=2.0 puts the test accuracy near a random PointNet's on ModelNet40 (~85%).
+    """
     rng = np.random.default_rng(seed)
     freq = rng.uniform(0.2, 1.0, k)
     freq /= freq.sum()
@@ -29,7 +32,7 @@ def synthetic(n_train=9843, n_test=2468, d=1024, k=40, latent=64, seed=0):
 
     def draw(n):
         y = rng.choice(k, size=n, p=freq)
-        z = means[y] + 1.3 * rng.normal(size=(n, latent))
+        z = means[y] + noise * rng.normal(size=(n, latent))
         x = np.maximum(z @ lift + 0.5 * rng.normal(size=(n, d)), 0.0)
         return x.astype(np.float32), y
 
@@ -78,22 +81,20 @@ def main(argv=None):
         agree = np.mean(sk.predict(teX) == ours.predict(teX))
         rel = np.linalg.norm(sk.coef_ - ours.coef_) / np.linalg.norm(sk.coef_)
 
-    t = time.perf_counter()
-    best_C, cv = select_C(trX, trY, DEFAULT_CS)
-    t_sel = time.perf_counter() - t
-    t = time.perf_counter()
-    final = LinearSVM(C=best_C).fit(trX, trY)
-    t_fin = time.perf_counter() - t
-    rows.append((f"pointssl select C (5-fold x {len(DEFAULT_CS)}) + fit, C={best_C:g}",
-                 t_sel + t_fin, final.objective(trX, trY), final.score(trX, trY),
-                 final.score(teX, teY), final.n_iter_))
+    res = linear_svm_protocol(trX, trY, teX, teY)
+    cv = res["cv_accuracy"]
+    rows.append((f"pointssl protocol: select C (5-fold x {len(cv)}) + fit, C={res['C']:g}",
+                 res["select_seconds"] + res["fit_seconds"], float("nan"),
+                 res["train_accuracy"], res["accuracy"], res["n_iter"]))
 
     print(f"| solver (C={args.C:g} unless stated) | seconds | primal objective | train acc "
           "| test acc | Newton iters |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, sec, obj, tr, te, it in rows:
-        print(f"| {name} | {sec:.2f} | {obj:.6f} | {tr:.4f} | {te:.4f} | {it} |")
-    print(f"\nselect C: {t_sel:.2f} s, final fit: {t_fin:.2f} s; CV accuracy: "
+        obj = "-" if np.isnan(obj) else f"{obj:.6f}"
+        print(f"| {name} | {sec:.2f} | {obj} | {tr:.4f} | {te:.4f} | {it} |")
+    print(f"\nselect C: {res['select_seconds']:.2f} s, final fit: {res['fit_seconds']:.2f} s; "
+          "CV accuracy: "
           + ", ".join(f"C={c:g}: {a:.4f}" for c, a in cv.items()))
     if args.sklearn:
         print(f"\nsklearn / pointssl single-fit time: {t_sk / t_ours:.1f}x; objective "

@@ -38,8 +38,8 @@ def _load(args, split: str, num_points: int | None = None):
 
 def _add_data_args(p, required=True):
     p.add_argument("--data", required=required, default=None if required else "synthetic",
-                   help="modelnet40 | modelnet10 | modelnet_off | modelnet_normal | folder | "
-                        "synthetic")
+                   help="modelnet40 | modelnet10 | modelnet_off | modelnet_normal | "
+                        "shapenetpart | folder | synthetic")
     p.add_argument("--root", type=Path, help="dataset folder (cache folder for synthetic)")
     p.add_argument("--seed", type=int, default=0)
 
@@ -72,13 +72,14 @@ def cmd_pretrain(args) -> int:
         "method": args.method, "backbone": args.backbone, "backbone_config": backbone.config,
         "data": args.data, "root": str(args.root) if args.root else None, "seed": args.seed,
         "method_config": dataclasses.asdict(cfg), "max_minutes": args.max_minutes,
-        "snapshot_minutes": args.snapshot_minutes,
+        "snapshot_minutes": args.snapshot_minutes, "budget_clock": args.budget_clock,
     }
     trainer = Trainer(method, data, out, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       seed=args.seed, num_workers=args.num_workers,
                       ckpt_every_steps=args.ckpt_every, max_minutes=args.max_minutes,
                       snapshot_minutes=tuple(args.snapshot_minutes), resume=args.resume,
-                      config_to_save=config, device=args.device)
+                      config_to_save=config, device=args.device,
+                      budget_clock=args.budget_clock)
     from pointssl.engine import distributed
 
     try:
@@ -118,7 +119,8 @@ def _random_twin(backbone, seed: int):
 
 
 def svm_eval(backbone, train, test, *, seed=0, folds=5, Cs=None, num_points=None,
-             batch_size=32, device=None) -> dict:
+             batch_size=32, device=None, keep_features=False) -> dict:
+    """The linear-SVM protocol for one backbone; ``keep_features`` adds the test features."""
     from pointssl.evaluate.features import extract_features
     from pointssl.evaluate.svm import linear_svm_protocol
 
@@ -130,6 +132,8 @@ def svm_eval(backbone, train, test, *, seed=0, folds=5, Cs=None, num_points=None
     feat_s = time.time() - t0
     res = linear_svm_protocol(xtr, ytr, xte, yte, Cs=Cs, folds=folds, seed=seed)
     res.update(feature_seconds=round(feat_s, 2), total_seconds=round(time.time() - t0, 2))
+    if keep_features:
+        res["test_features"], res["test_labels"] = xte, yte
     return res
 
 
@@ -169,10 +173,11 @@ def cmd_eval_finetune(args) -> int:
     from pointssl.evaluate.finetune import run_finetune
 
     train, test = _load(args, "train"), _load(args, "test")
-    kw = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr") if getattr(args, k)}
+    kw = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "num_points", "min_steps")
+          if getattr(args, k)}
     res = run_finetune(args.task, args.mode, args.fraction, checkpoint=args.checkpoint,
                        backbone_name=args.backbone, train=train, test=test, seed=args.seed,
-                       device=args.device, **kw)
+                       device=args.device, log=_log, **kw)
     print(json.dumps(res, default=float) if args.json else _table(res))
     return 0
 
@@ -253,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, help="stop cleanly after this wall time")
     p.add_argument("--snapshot-minutes", type=float, nargs="*", default=[],
                    help="also export backbone_{M}min.pt when the run passes these marks")
+    p.add_argument("--budget-clock", choices=["wall", "cpu"], default="wall",
+                   help="what --max-minutes and --snapshot-minutes count: wall time, or the "
+                        "process's CPU time (all threads)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--ckpt-every", type=int, default=200, help="checkpoint every N steps")
     p.add_argument("--num-workers", type=int, default=0)
@@ -288,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--epochs", type=int)
     f.add_argument("--batch-size", type=int)
     f.add_argument("--lr", type=float)
+    f.add_argument("--num-points", type=int)
+    f.add_argument("--min-steps", type=int, help="add epochs until this many optimiser steps")
     f.add_argument("--device", default=None)
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_eval_finetune)
@@ -317,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dm = sub.add_parser("demo", help="ConClu on the synthetic shapes vs random init")
     dm.add_argument("--out", default="runs/demo")
-    dm.add_argument("--minutes", type=float, default=5.0, help="pre-training budget")
+    dm.add_argument("--minutes", type=float, default=4.0, help="pre-training budget")
     dm.add_argument("--seed", type=int, default=0)
     dm.set_defaults(func=cmd_demo)
     return ap

@@ -11,13 +11,12 @@ from pathlib import Path
 import torch
 
 
-def run_demo(out: Path, minutes: float = 5.0, seed: int = 0) -> dict:
+def run_demo(out: Path, minutes: float = 4.0, seed: int = 0) -> dict:
     from pointssl.backbones import build_backbone
     from pointssl.cli import _random_twin, svm_eval
     from pointssl.data.synthetic import load_synthetic
     from pointssl.engine.io import atomic_write_json
     from pointssl.engine.trainer import Trainer
-    from pointssl.evaluate.features import extract_features
     from pointssl.methods import build_method
     from pointssl.viz.tsne import tsne_png
 
@@ -41,9 +40,9 @@ def run_demo(out: Path, minutes: float = 5.0, seed: int = 0) -> dict:
 
     rows = {}
     for name, bb in (("ConClu pre-trained", backbone), ("random init", random)):
-        rows[name] = svm_eval(bb, train, test, seed=seed, Cs=(0.001, 0.01, 0.1, 1.0))
-    feats = {name: extract_features(bb, test)
-             for name, bb in (("ConClu pre-trained", backbone), ("random init", random))}
+        rows[name] = svm_eval(bb, train, test, seed=seed, Cs=(0.001, 0.01, 0.1, 1.0),
+                              keep_features=True)
+    feats = {name: (r["test_features"], r["test_labels"]) for name, r in rows.items()}
     png = tsne_png(feats, test.class_names, out / "tsne.png", seed=seed)
 
     print(f"\n{'backbone (PointNet)':<22}{'linear-SVM test acc':>20}{'C (5-fold CV)':>15}")

@@ -13,6 +13,16 @@ from pointssl.viz.gmm import load_parae, viz_gmm, viz_gmm_from_checkpoint
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: a second intra-op thread only adds OpenMP barrier waits, which
+    explode (10-20x) when the shared CPU is oversubscribed."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _shapes(b, n, seed=0):
     """Anisotropic blobs: a cloud whose GMM fit has something to learn."""
     g = torch.Generator().manual_seed(seed)
@@ -92,7 +102,7 @@ def test_loss_decreases_on_a_fixed_batch_with_pointnet():
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     batch = {"points": _shapes(4, 256)}
     losses = []
-    for _ in range(20):
+    for _ in range(30):
         loss = m(batch)["loss"]
         opt.zero_grad()
         loss.backward()
@@ -141,3 +151,15 @@ def test_viz_writes_pngs_from_method_and_checkpoints(tmp_path):
     save_backbone(tmp_path / "backbone.pt", bb)
     paths = viz_gmm_from_checkpoint(tmp_path / "backbone.pt", pts, tmp_path / "c")
     assert [p.name for p in paths] == ["backbone_featdist.png"] and _is_png(paths[0])
+
+
+def test_viz_rejects_bad_input_before_writing(tmp_path):
+    bb = build_backbone("pointnet", channels=(8,), emb_dim=8)
+    pts = _shapes(1, 50)[0].numpy()
+    with pytest.raises(PointSSLError):
+        viz_gmm(bb, None, pts, tmp_path, "s", point_index=50)
+    with pytest.raises(PointSSLError):
+        viz_gmm(bb, None, pts[:, :2], tmp_path, "s")
+    with pytest.raises(PointSSLError):
+        viz_gmm_from_checkpoint(tmp_path / "missing.pt", pts, tmp_path)
+    assert not list(tmp_path.iterdir())

@@ -12,8 +12,10 @@ from pointssl.backbones.pointnet import PointwiseMLP
 def knn_indices(x: torch.Tensor, k: int) -> torch.Tensor:
     """(B, N, C) -> (B, N, k) indices of each point's k nearest neighbours (itself included)."""
     with torch.no_grad():
-        sq = (x * x).sum(-1)
-        d = sq.unsqueeze(2) - 2 * x @ x.transpose(1, 2) + sq.unsqueeze(1)
+        # |x_i - x_j|² = |x_i|² - 2 x_i·x_j + |x_j|²; the |x_i|² term is constant along a row,
+        # so it cannot change row i's ranking and is left out (one fused baddbmm).
+        sq = (x * x).sum(-1).unsqueeze(1)
+        d = torch.baddbmm(sq, x, x.transpose(1, 2), alpha=-2)
         return d.topk(k, dim=-1, largest=False).indices
 
 

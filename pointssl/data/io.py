@@ -33,7 +33,8 @@ SIDE_NAMES = re.compile(
     r"\.txt$|(readme|license|licence)(\..*)?$",
     re.IGNORECASE,
 )
-DATASETS = ("modelnet40", "modelnet10", "modelnet_off", "modelnet_normal", "folder", "synthetic")
+DATASETS = ("modelnet40", "modelnet10", "modelnet_off", "modelnet_normal", "shapenetpart",
+            "folder", "synthetic")
 _CACHE_VERSION = "1"  # bump when mesh sampling changes so stale cache entries are not reused
 
 
@@ -966,6 +967,10 @@ def load_dataset(
         )
     if name == "modelnet_off":
         return load_modelnet_off(root, split, mesh_n, seed, **options)
+    if name == "shapenetpart":
+        from pointssl.data.shapenetpart import load_shapenetpart
+
+        return load_shapenetpart(root, split, num_points, seed, **options)
     if name == "modelnet_normal":
         return load_modelnet_normal_resampled(root, split, num_points, **options)
     if split and (root / split).is_dir():

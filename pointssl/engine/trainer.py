@@ -248,7 +248,7 @@ class Trainer:
                  ckpt_every_steps: int | None = 200, max_minutes: float | None = None,
                  snapshot_minutes=(), device=None, resume: bool = False, log_every: int = 10,
                  config_to_save: dict | None = None, progress: bool = True,
-                 max_steps: int | None = None):
+                 max_steps: int | None = None, budget_clock: str = "wall"):
         self.method = method
         self.dataset = dataset
         self.out_dir = Path(out_dir)
@@ -259,6 +259,11 @@ class Trainer:
         self.num_workers = int(num_workers)
         self.ckpt_every_steps = int(ckpt_every_steps or 0)
         self.max_minutes = None if max_minutes is None else float(max_minutes)
+        if budget_clock not in ("wall", "cpu"):
+            raise PointSSLError(f"budget clock must be 'wall' or 'cpu', not {budget_clock!r}")
+        # "cpu": max_minutes and snapshots count process CPU time (all threads, all ranks),
+        # which a busy shared machine does not inflate the way it inflates wall time
+        self.budget_clock = budget_clock
         self.snapshot_minutes = sorted({float(m) for m in snapshot_minutes or ()})
         self.resume = bool(resume)
         self.log_every = max(1, int(log_every))
@@ -395,7 +400,7 @@ class Trainer:
         return dict(zip(keys, dist.all_reduce_mean(stacked).tolist(), strict=True))
 
     def _should_stop(self, interrupt: _GracefulInterrupt) -> str | None:
-        time_up = self.max_minutes is not None and self._wall() >= self.max_minutes * 60
+        time_up = self.max_minutes is not None and self._budget_s() >= self.max_minutes * 60
         flags = torch.tensor([float(time_up), float(interrupt.requested is not None)])
         if self.distributed:
             # Every rank must leave the loop at the same step or collectives would hang.
@@ -423,17 +428,23 @@ class Trainer:
         # Between collectives rank 0 estimates the others' CPU time by its own.
         return self._cpu_offset + self._cpu() * self.world
 
+    def _budget_s(self) -> float:
+        return self._cpu_total() if self.budget_clock == "cpu" else self._wall()
+
     def _check_snapshots(self) -> None:
         wall_min = self._wall() / 60
+        budget_min = self._budget_s() / 60
         for m in self.snapshot_minutes:
             tag = _minutes_tag(m)
-            if wall_min >= m and tag not in self.snapshots:
+            if budget_min >= m and tag not in self.snapshots:
                 name = f"backbone_{tag}min.pt"
                 if self.is_main:
                     self._export(self.out_dir / name, snapshot_minutes=m)
                 self.snapshots[tag] = {"file": name, "step": self.global_step,
                                        "epoch": round(self._epoch_float(), 6),
-                                       "wall_minutes": round(wall_min, 4)}
+                                       "wall_minutes": round(wall_min, 4),
+                                       "cpu_minutes": round(self._cpu_total() / 60, 4),
+                                       "clock": self.budget_clock}
 
     # --------------------------------------------------------------------------------- fit
 

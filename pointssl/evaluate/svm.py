@@ -77,90 +77,150 @@ def svm_objective(X, y, coef, intercept, C: float, classes=None, intercept_scali
     return float(0.5 * (np.sum(coef**2) + np.sum(b**2)) + C * np.sum(margin**2))
 
 
-class _Rotated:
-    """X_aug = [X, 1] rotated by the eigenvectors of X_aug^T X_aug (exact change of basis)."""
+_BLOCK = 64  # top eigen-directions preconditioned by their exact Hessian block (measured best)
+_ETA = 0.1  # CG stops at ||r|| <= _ETA ||g|| (TRON's choice)
+
+
+class _Problem:
+    """X_aug = [X, 1] rotated by the eigenvectors V of X_aug^T X_aug, plus preconditioner data.
+
+    Z = X_aug V is an exact change of basis (V orthogonal), so V only needs to be *some*
+    orthogonal matrix: computing the Gram matrix in float32 is fine.
+    """
 
     def __init__(self, X: np.ndarray, device):
-        Xt = torch.as_tensor(np.asarray(X, dtype=np.float64), device=device)
-        Xa = torch.cat([Xt, torch.ones(len(Xt), 1, dtype=Xt.dtype, device=device)], dim=1)
-        _, V = torch.linalg.eigh(Xa.T @ Xa)
+        Xa = torch.ones(len(X), X.shape[1] + 1, dtype=torch.float64, device=device)
+        Xa[:, :-1] = torch.as_tensor(X, device=device)
+        X32 = Xa.float()
+        _, V = torch.linalg.eigh(_tmm(X32, X32).double())
         self.V = V
-        self.Z = Xa @ V  # float64: margins and gradients
+        self.Z = Xa @ V  # float64: margins, gradients, line search
         self.Z32 = self.Z.float()  # float32: CG Hessian products only
-        self.Zsq32 = self.Z32.square()
+        p = self.p = V.shape[0]
+        r = self.r = min(_BLOCK, p)
+        self.iu = torch.triu_indices(r, r, device=device)
+        top = self.Z32[:, p - r:]  # eigh sorts ascending: the largest directions come last
+        # Row-wise products, so that one GEMM with the active mask gives every column's
+        # Jacobi diagonal and top-block entries of Z^T D_k Z.
+        self.KR = top[:, self.iu[0]] * top[:, self.iu[1]]
+        self.lam = self.Z32.square().sum(0)  # eigenvalues of X_aug^T X_aug
 
 
-def _newton(R: _Rotated, Y, C, W, S, rtol, max_iter: int, cg_max: int = 200):
-    """Truncated Newton for all columns of W (p, K) at once.
+def _tmm(Z, V):
+    """Z^T V as (V^T Z)^T: BLAS picks a slow path for Z.T @ V when V has 2-8 columns."""
+    return (V.T @ Z).T
 
-    Returns (W, Newton iterations per column, total lock-step CG iterations).
+
+class _Precond:
+    """M^-1 for I + 2C Z^T D Z: exact block on the top-r eigen-directions, Jacobi elsewhere."""
+
+    def __init__(self, P: _Problem, act32, C32):
+        G = _tmm(P.KR, act32)
+        p, r, K = P.p, P.r, act32.shape[1]
+        self.p, self.r = p, r
+        # Outside the block, diag(Z^T D Z) ~ (active fraction) * lambda: nearly as good as
+        # the exact Jacobi diagonal here, and free.
+        rho = act32.mean(0)
+        self.diag = 1.0 + 2.0 * C32 * rho * P.lam[:, None]
+        B = torch.zeros(K, r, r, dtype=torch.float64, device=G.device)
+        B[:, P.iu[0], P.iu[1]] = G.T.double()
+        B = B + B.triu(1).transpose(1, 2)
+        B = 2.0 * C32.double()[:, None, None] * B + torch.eye(r, dtype=B.dtype, device=B.device)
+        L, info = torch.linalg.cholesky_ex(B)
+        bad = info != 0  # float32 rounding can break definiteness at huge C: use Jacobi there
+        if bool(bad.any()):
+            L[bad] = torch.diag_embed(self.diag[p - r:, bad].T.double().sqrt())
+        self.L = L
+
+    def __call__(self, v):
+        out = v / self.diag
+        top = torch.cholesky_solve(v[self.p - self.r:].T.double().unsqueeze(2), self.L)
+        out[self.p - self.r:] = top.squeeze(2).T.to(v.dtype)
+        return out
+
+
+def _newton(P: _Problem, Y, C, W, S, rtol, max_iter: int, cg_max: int = 200):
+    """Truncated Newton for all columns of W (p, K) at once, in place.
 
     Y (n, K) ±1 targets, C (K,) per-column costs, S (n, K) 0/1 sample masks or None,
-    rtol (K,) relative gradient tolerances.
+    rtol (K,) relative gradient tolerances. Returns (W, Newton iterations per column,
+    lock-step CG iterations in total).
     """
-    Z, Z32, Zsq32 = R.Z, R.Z32, R.Zsq32
+    Z = P.Z
     K = Y.shape[1]
     YS = Y if S is None else Y * S
     # Reference gradient at w = 0 (liblinear's start), so warm starts keep the same stop test.
-    thresh = rtol * (2.0 * C * (Z.T @ YS)).norm(dim=0)
+    thresh = rtol * (2.0 * C * _tmm(Z, YS)).norm(dim=0)
     n_iter = torch.zeros(K, dtype=torch.long, device=Z.device)
+    todo = torch.ones(K, dtype=torch.bool, device=Z.device)
     z = Z @ W
-    cols = torch.arange(K, device=Z.device)
     n_cg = 0
     while True:
-        Yc, Cc, zc, Wc = Y[:, cols], C[cols], z[:, cols], W[:, cols]
-        Sc = None if S is None else S[:, cols]
-        m = 1.0 - Yc * zc
-        act = (m > 0).to(Z.dtype)
-        if Sc is not None:
-            act = act * Sc
-        g = Wc + 2.0 * Cc * (Z.T @ (act * (zc - Yc)))
-        gn = g.norm(dim=0)
-        keep = (gn > thresh[cols]) & (n_iter[cols] < max_iter)
-        if not bool(keep.any()):
+        m = 1.0 - Y * z
+        act = m > 0
+        if S is not None:
+            act &= S > 0
+        actd = act.to(Z.dtype)
+        g = W + 2.0 * C * _tmm(Z, actd * (z - Y))
+        todo &= (g.norm(dim=0) > thresh) & (n_iter < max_iter)
+        if not bool(todo.any()):
             break
-        cols, g, gn, m, act = cols[keep], g[:, keep], gn[keep], m[:, keep], act[:, keep]
-        Yc, Cc, zc, Wc = Yc[:, keep], Cc[keep], zc[:, keep], Wc[:, keep]
-        Sc = None if Sc is None else Sc[:, keep]
+        full = bool(todo.all())
+        cols = slice(None) if full else todo.nonzero().squeeze(1)
 
-        # Inexact Newton step: PCG on (I + 2C Z^T D Z) d = -g, Jacobi preconditioner.
-        act32, C32 = act.float(), Cc.float()
-        diag = 1.0 + 2.0 * C32 * (Zsq32.T @ act32)
-        d, it = _pcg(Z32, act32, C32, -g.float(), diag, cg_max)
-        d = d.double()
+        def sub(A, full=full, cols=cols):
+            return A if full else A[:, cols]
+
+        g, Cc, act32 = sub(g), C[cols], sub(act).float()
+        M = _Precond(P, act32, Cc.float())
+        d, it = _pcg(P.Z32, act32, Cc.float(), -g.float(), M, cg_max, _ETA)
         n_cg += it
+        d = d.double()
+        gd = (g * d).sum(0)
+        bad = gd >= 0  # float32 CG lost descent: fall back to a preconditioned gradient step
+        if bool(bad.any()):
+            d[:, bad] = -g[:, bad] / M.diag[:, bad].double()
+            gd = (g * d).sum(0)
         zd = Z @ d
-        loss = m.clamp_min(0).square()
-        f0 = 0.5 * Wc.square().sum(0) + Cc * (loss if Sc is None else loss * Sc).sum(0)
-        t = _armijo(f0, (g * d).sum(0), Wc, d, zc, zd, Yc, Cc, Sc)
-        W[:, cols] = Wc + t * d
-        z[:, cols] = zc + t * zd
+        Wc, zc = sub(W), sub(z)
+        f0 = 0.5 * Wc.square().sum(0) + Cc * (sub(actd) * sub(m).square()).sum(0)
+        t = _armijo(f0, gd, Wc, d, zc, zd, sub(Y), Cc, None if S is None else sub(S))
+        if full:
+            W += t * d
+            z += t * zd
+        else:
+            W[:, cols] = Wc + t * d
+            z[:, cols] = zc + t * zd
         n_iter[cols] += 1
     return W, n_iter, n_cg
 
 
-def _pcg(Z32, act32, C32, b, diag, max_iter: int, eta: float = 0.1):
+def _pcg(Z32, act32, C32, b, M, max_iter: int, eta: float):
     """Lock-step preconditioned CG for K independent systems; ||r_k|| <= eta ||b_k|| each."""
     x = torch.zeros_like(b)
     r = b.clone()
     stop = eta * b.norm(dim=0)
-    zr = r / diag
+    zr = M(r)
     p = zr.clone()
     rz = (r * zr).sum(0)
     on = torch.ones(b.shape[1], dtype=torch.bool, device=b.device)
+    idx, a_on, c_on = slice(None), act32, C32
     it = 0
     while it < max_iter:
         it += 1
-        idx = on.nonzero().squeeze(1)
         pa = p[:, idx]
-        Hp = pa + 2.0 * C32[idx] * (Z32.T @ (act32[:, idx] * (Z32 @ pa)))
+        Hp = pa + 2.0 * c_on * _tmm(Z32, a_on * (Z32 @ pa))
         alpha = rz[idx] / (pa * Hp).sum(0)
         x[:, idx] += alpha * pa
         r[:, idx] -= alpha * Hp
-        on[idx] = r[:, idx].norm(dim=0) > stop[idx]
-        if not bool(on.any()):
-            break
-        zr = r / diag
+        still = r[:, idx].norm(dim=0) > stop[idx]
+        if not bool(still.all()):
+            on[idx] = still
+            if not bool(on.any()):
+                break
+            idx = on.nonzero().squeeze(1)
+            a_on, c_on = act32[:, idx], C32[idx]
+        zr = M(r)
         rz_new = (r * zr).sum(0)
         p = torch.where(on, zr + (rz_new / rz) * p, p)
         rz = torch.where(on, rz_new, rz)
@@ -185,7 +245,11 @@ def _armijo(f0, gd, W, d, z, zd, Y, C, S, c1: float = 0.01, max_halvings: int = 
 
 
 class LinearSVM:
-    """OvR squared-hinge linear SVM, same objective and stop rule as sklearn's LinearSVC."""
+    """OvR squared-hinge linear SVM, same objective and stop rule as sklearn's LinearSVC.
+
+    ``n_iter_`` is the largest number of Newton iterations over the classes (as sklearn);
+    ``n_cg_`` the lock-step CG iterations (Hessian products) in total.
+    """
 
     def __init__(self, C: float = 1.0, tol: float = 1e-4, max_iter: int = 1000,
                  device: str | torch.device = "cpu"):
@@ -193,29 +257,33 @@ class LinearSVM:
             raise ValueError(f"C must be positive, got {C}")
         self.C, self.tol, self.max_iter, self.device = float(C), float(tol), max_iter, device
 
-    def fit(self, X, y, init=None, _rotated: _Rotated | None = None):
+    def fit(self, X, y, init=None):
         """Fit on (n, d) features and (n,) labels; ``init=(coef, intercept)`` warm-starts."""
         X = np.asarray(X, dtype=np.float64)
+        P = _Problem(X, self.device)
+        W0 = None
+        if init is not None:
+            Wa = np.vstack([np.atleast_2d(init[0]).T, np.reshape(init[1], (1, -1))])
+            W0 = P.V.T @ torch.as_tensor(Wa, dtype=torch.float64, device=self.device)
+        return self._fit(P, y, W0)
+
+    def _fit(self, P: _Problem, y, W0=None):
+        """Fit on a prepared problem; W0 (p, K) is a start in the rotated basis."""
         y = np.asarray(y)
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
             raise ValueError("LinearSVM needs at least two classes")
-        R = _rotated or _Rotated(X, self.device)
         Y = _ovr_targets(np.searchsorted(self.classes_, y), len(self.classes_))
         K = Y.shape[1]
-        W0 = torch.zeros(X.shape[1] + 1, K, dtype=torch.float64, device=self.device)
-        if init is not None:
-            W0 = torch.as_tensor(np.vstack([np.atleast_2d(init[0]).T,
-                                            np.reshape(init[1], (1, -1))]),
-                                 dtype=torch.float64, device=self.device)
-            W0 = R.V.T @ W0
-        pos = Y.clip(0).sum(0)
+        if W0 is None:
+            W0 = torch.zeros(P.p, K, dtype=torch.float64, device=self.device)
+        pos = (Y > 0).sum(0)
         rtol = self.tol * np.maximum(np.minimum(pos, len(y) - pos), 1) / len(y)
         W, n_iter, self.n_cg_ = _newton(
-            R, torch.as_tensor(Y, device=self.device),
-            torch.full((K,), self.C, dtype=torch.float64, device=self.device), W0, None,
-            torch.as_tensor(rtol, device=self.device), self.max_iter)
-        Wa = (R.V @ W).cpu().numpy()
+            P, torch.as_tensor(Y, device=self.device),
+            torch.full((K,), self.C, dtype=torch.float64, device=self.device), W0.clone(),
+            None, torch.as_tensor(rtol, device=self.device), self.max_iter)
+        Wa = (P.V @ W).cpu().numpy()
         self.coef_, self.intercept_ = Wa[:-1].T.copy(), Wa[-1].copy()
         self.n_iter_ = int(n_iter.max())
         return self
@@ -243,55 +311,69 @@ def select_C(X, y, Cs=DEFAULT_CS, folds: int = 5, seed: int = 0, tol: float = 1e
     """Pick C by stratified k-fold CV accuracy on the training split only.
 
     All folds are solved together as one batch of columns (fold f masks out its held-out
-    rows), warm-started from the previous, smaller C. Ties go to the smaller C.
+    rows), each C warm-started from the previous, smaller one. Ties go to the smaller C.
     Returns ``(best_C, {C: mean_cv_accuracy})``.
-
-    The rotation is computed on all training rows: it is a change of basis only, so each
-    fold's solution is identical to fitting that fold alone.
     """
+    X = np.asarray(X, dtype=np.float64)
+    best, scores, _ = _cv_path(_Problem(X, device), np.asarray(y), Cs, folds, seed, tol,
+                               max_iter)
+    return best, scores
+
+
+def _cv_path(P: _Problem, y, Cs, folds, seed, tol, max_iter):
+    """select_C on a prepared problem; also returns the fold-mean weights at the best C."""
     from sklearn.model_selection import StratifiedKFold
 
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y)
+    # The rotation is computed from all training rows, held-out folds included. It is a
+    # change of basis only, so each fold's solution is identical to fitting that fold alone.
+    dev = P.Z.device
     classes = np.unique(y)
     y_idx = np.searchsorted(classes, y)
     Y1 = _ovr_targets(y_idx, len(classes))
     n, K = Y1.shape
-    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y_idx))
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(Y1, y_idx))
     S = np.zeros((n, folds * K))
     rtol = np.zeros(folds * K)
     for f, (tr, _) in enumerate(splits):
         S[tr, f * K:(f + 1) * K] = 1.0
         pos = (Y1[tr] > 0).sum(0)
         rtol[f * K:(f + 1) * K] = tol * np.maximum(np.minimum(pos, len(tr) - pos), 1) / len(tr)
-    R = _Rotated(X, device)
-    Yt = torch.as_tensor(np.tile(Y1, folds), device=device)
-    St = torch.as_tensor(S, device=device)
-    rt = torch.as_tensor(rtol, device=device)
-    W = torch.zeros(R.Z.shape[1], folds * K, dtype=torch.float64, device=device)
-    scores = {}
+    Yt = torch.as_tensor(np.tile(Y1, folds), device=dev)
+    St = torch.as_tensor(S, device=dev)
+    rt = torch.as_tensor(rtol, device=dev)
+    W = torch.zeros(P.p, folds * K, dtype=torch.float64, device=dev)
+    scores, means = {}, {}
     for C in sorted(float(c) for c in Cs):
-        Ct = torch.full((folds * K,), C, dtype=torch.float64, device=device)
-        W, _, _ = _newton(R, Yt, Ct, W, St, rt, max_iter)
+        if C <= 0:
+            raise ValueError(f"C must be positive, got {C}")
+        Ct = torch.full((folds * K,), C, dtype=torch.float64, device=dev)
+        W, _, _ = _newton(P, Yt, Ct, W, St, rt, max_iter)
         accs = []
         for f, (_, te) in enumerate(splits):
-            s = (R.Z[te] @ W[:, f * K:(f + 1) * K]).cpu().numpy()
+            s = (P.Z[te] @ W[:, f * K:(f + 1) * K]).cpu().numpy()
             pred = (s[:, 0] > 0).astype(int) if K == 1 else s.argmax(1)
             accs.append(np.mean(pred == y_idx[te]))
         scores[C] = float(np.mean(accs))
+        means[C] = W.reshape(P.p, folds, K).mean(1)
     best = max(scores.values())
-    return min(c for c, a in scores.items() if a == best), scores
+    best_C = min(c for c, a in scores.items() if a == best)
+    return best_C, scores, means[best_C]
 
 
 def linear_svm_protocol(train_X, train_y, test_X, test_y, Cs=None, folds: int = 5,
                         seed: int = 0, device="cpu") -> dict:
-    """Standardise with train stats, choose C by CV on train, fit, report test accuracy."""
+    """Standardise with train stats, choose C by CV on train, fit, report test accuracy.
+
+    The final fit starts from the mean of the fold solutions at the chosen C.
+    """
     Xtr, Xte = standardize(train_X, test_X)
+    train_y = np.asarray(train_y)
     t0 = time.perf_counter()
-    C, cv = select_C(Xtr, train_y, DEFAULT_CS if Cs is None else Cs, folds, seed,
-                     device=device)
+    P = _Problem(Xtr, device)
+    C, cv, W0 = _cv_path(P, train_y, DEFAULT_CS if Cs is None else Cs, folds, seed, 1e-4,
+                         1000)
     t1 = time.perf_counter()
-    svm = LinearSVM(C=C, device=device).fit(Xtr, train_y)
+    svm = LinearSVM(C=C, device=device)._fit(P, train_y, W0)
     t2 = time.perf_counter()
     return {
         "accuracy": svm.score(Xte, test_y),

@@ -84,8 +84,10 @@ def fit_gmm(points: torch.Tensor, logits: torch.Tensor, eps: float = 1e-4) -> GM
         log_gamma = torch.log_softmax(logits.to(dt), dim=-1)  # log Γ, Eq. 4
         log_mass = torch.logsumexp(log_gamma, dim=1)  # log(N π_j), (B, J)
         log_pi = log_mass - math.log(points.shape[1])  # Eq. 5
-        w = torch.softmax(log_gamma, dim=1)  # γ_ij / (N π_j); sums to 1 over i
-        mom = w.double().transpose(1, 2) @ _quadratic_features(points)[..., :12]  # (B, J, 12)
+        # γ_ij / (N π_j), in float64: weights that sum to 1 only to float32 precision would
+        # turn E_w[p pᵀ] - μ μᵀ negative by ~1e-7 |p|² across a flat patch
+        w = torch.softmax(log_gamma.double(), dim=1)
+        mom = w.transpose(1, 2) @ _quadratic_features(points)[..., :12]  # (B, J, 12)
         mu = mom[..., 9:]  # Eq. 6
         # Eq. 7 as E_w[p pᵀ] - μ μᵀ (same value; float64 keeps the difference exact enough)
         sigma = mom[..., :9].unflatten(-1, (3, 3)) - mu.unsqueeze(-1) * mu.unsqueeze(-2)

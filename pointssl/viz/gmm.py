@@ -54,7 +54,7 @@ def _axes3d(fig, pos, pts, title):
     half = np.maximum(half, 0.05 * half.max() + 1e-9) * 1.02
     for setter, ci, hi in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), c, half, strict=True):
         setter(ci - hi, ci + hi)
-    ax.set_box_aspect(tuple(half), zoom=1.2)  # mplot3d pads generously; fill the panel
+    ax.set_box_aspect(tuple(half), zoom=1.0)
     ax.view_init(elev=20, azim=-60)
     ax.computed_zorder = False  # draw in call order so p0's marker stays on top
     ax.set_axis_off()
@@ -81,7 +81,7 @@ def _unpack(model, head):
 @torch.no_grad()
 def viz_gmm(backbone_or_method, head_or_none, points: np.ndarray, out_dir, name: str = "shape",
             point_index: int | None = None, seed: int = 0, eps: float | None = None,
-            note: str | None = None) -> list[Path]:
+            note: str | None = None, max_points: int | None = 4096) -> list[Path]:
     """Fig. 3 of the ParAE paper for one shape; returns the PNG paths written.
 
     - ``{name}_gmm.png`` (only with a head): points coloured by their most likely component
@@ -91,14 +91,23 @@ def viz_gmm(backbone_or_method, head_or_none, points: np.ndarray, out_dir, name:
       is given (they see the global context, as the paper's f_ψ does), else the backbone's
       per-point features.
 
-    ``points`` (N, 3) are fed as they are (normalise them like the training data). p0 is
-    ``point_index`` or a seeded random point. Networks run in eval mode and are restored.
+    ``points`` (N, 3) are fed as they are (normalise them like the training data); clouds
+    larger than ``max_points`` are randomly subsampled (seeded) first, since DGCNN's kNN is
+    O(N²) in memory. p0 is ``point_index`` (into the points used) or a seeded random point.
+    Networks run in eval mode and are restored.
     """
     backbone, head, default_eps = _unpack(backbone_or_method, head_or_none)
     eps = default_eps if eps is None else eps
-    pts = np.asarray(points, dtype=np.float32)[:, :3]
-    if pts.ndim != 2 or len(pts) < 2:
-        raise PointSSLError(f"viz gmm needs an (N, 3) cloud with N >= 2, got {pts.shape}")
+    pts = np.asarray(points, dtype=np.float32)
+    if pts.ndim != 2 or pts.shape[1] < 3 or len(pts) < 2 or not np.isfinite(pts).all():
+        raise PointSSLError(f"viz gmm needs a finite (N, 3) cloud with N >= 2, got {pts.shape}")
+    pts = np.ascontiguousarray(pts[:, :3])
+    rng = np.random.default_rng(seed)
+    if max_points is not None and len(pts) > max_points:
+        pts = pts[np.sort(rng.choice(len(pts), max_points, replace=False))]
+    i0 = int(rng.integers(len(pts))) if point_index is None else int(point_index)
+    if not 0 <= i0 < len(pts):
+        raise PointSSLError(f"point_index {i0} out of range for {len(pts)} points")
     out_dir = Path(out_dir)
     plt = _pyplot()
     modules = [m for m in (backbone, head) if m is not None]
@@ -120,10 +129,6 @@ def viz_gmm(backbone_or_method, head_or_none, points: np.ndarray, out_dir, name:
     paths = []
     if logits is not None:
         paths.append(_plot_gmm(plt, pts, p, logits, eps, out_dir / f"{name}_gmm.png"))
-    i0 = int(np.random.default_rng(seed).integers(len(pts))) if point_index is None \
-        else int(point_index)
-    if not 0 <= i0 < len(pts):
-        raise PointSSLError(f"point_index {i0} out of range for {len(pts)} points")
     f = feats[0].float().cpu().numpy()
     paths.append(_plot_featdist(plt, pts, f, i0, out_dir / f"{name}_featdist.png",
                                 "head" if head is not None else "backbone", note))
@@ -163,12 +168,12 @@ def _plot_featdist(plt, pts, feats, i0, path, source, note):
         ax.scatter(*pts[i0], c="red", s=260, marker="*", edgecolors="black", linewidths=0.8,
                    depthshade=False)
     if note:
-        fig.suptitle(note, fontsize=9)
-    return _save_close(plt, fig, path)
+        fig.suptitle(note, fontsize=9, y=0.99)
+    return _save_close(plt, fig, path, top=0.88 if note else 0.93)
 
 
-def _save_close(plt, fig, path):
-    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.93, wspace=0)
+def _save_close(plt, fig, path, top=0.93):
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=top, wspace=0)
     try:
         return _save(fig, path)
     finally:
