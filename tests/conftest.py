@@ -7,7 +7,8 @@ import torch
 # OMP_NUM_THREADS wins when set; else at most 2 threads (the machine's size)
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
 
-DATA = Path(os.environ.get("POINTSSL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = Path(os.environ.get("POINTSSL_DATA",
+                           Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def shared_path(*parts) -> Path:

@@ -11,13 +11,16 @@ feature of value 1). All K classes are solved at once with a truncated Newton me
 (preconditioned CG on the generalised Hessian + Armijo line search), stopping per class on
 liblinear's own criterion ``||g|| <= tol * max(min(pos, neg), 1) / n * ||g(0)||``.
 
-Two things make it fast on dense (n x 1024) features:
+What makes it fast on dense (n x 1024) features:
 - the problem is rotated once by the eigenvectors V of X_aug^T X_aug. An orthogonal change of
   variables w' = V^T w leaves both the regulariser and every margin unchanged (so the optimum
-  is the same), and in the rotated basis the Hessian is close to diagonal, so a Jacobi
-  preconditioner cuts CG iterations several-fold;
+  is the same), and in the rotated basis the Hessian is nearly diagonal except among the
+  few large-eigenvalue directions: CG is preconditioned with the exact Hessian block on the
+  top 64 directions and a diagonal elsewhere (CG iterations: ~3x fewer than plain CG);
 - CG Hessian products run in float32, while gradients, margins, objective and line search run
-  in float64, so the stopping test and the reported objective are exact.
+  in float64, so the stopping test and the reported objective are exact;
+- cross-validation solves all folds x classes as one (n x folds*K) batch of masked columns,
+  warm-started along the C grid.
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ def svm_objective(X, y, coef, intercept, C: float, classes=None, intercept_scali
     return float(0.5 * (np.sum(coef**2) + np.sum(b**2)) + C * np.sum(margin**2))
 
 
-_BLOCK = 64  # top eigen-directions preconditioned by their exact Hessian block (measured best)
+# Preconditioned block size: on ModelNet40 features 64 beat 32, 128 and 192 in total time.
+_BLOCK = 64
 _ETA = 0.1  # CG stops at ||r|| <= _ETA ||g|| (TRON's choice)
 
 
@@ -100,8 +104,8 @@ class _Problem:
         r = self.r = min(_BLOCK, p)
         self.iu = torch.triu_indices(r, r, device=device)
         top = self.Z32[:, p - r:]  # eigh sorts ascending: the largest directions come last
-        # Row-wise products, so that one GEMM with the active mask gives every column's
-        # Jacobi diagonal and top-block entries of Z^T D_k Z.
+        # Row-wise products of the top directions: one GEMM with the active masks then gives
+        # every column's top block of Z^T D_k Z.
         self.KR = top[:, self.iu[0]] * top[:, self.iu[1]]
         self.lam = self.Z32.square().sum(0)  # eigenvalues of X_aug^T X_aug
 

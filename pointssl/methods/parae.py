@@ -15,7 +15,7 @@ from torch import nn
 from pointssl.backbones.base import Backbone
 from pointssl.backbones.pointnet import PointwiseMLP
 from pointssl.data.transforms import RandomSample
-from pointssl.errors import DataError
+from pointssl.errors import DataError, PointSSLError
 from pointssl.losses.gmm import GMMLikelihoodLoss
 from pointssl.methods.base import Method, OptimConfig
 
@@ -41,13 +41,14 @@ class SegHead(nn.Module):
 
     The first layer W [f_i, g] = W_p f_i + W_g g is computed without materialising the
     broadcast (B, N, C) global tensor: W_g g is one product per shape (same maths and
-    parameter count as a Linear on the concatenation, ~4x fewer FLOPs with PointNet).
+    parameter count as a Linear on the concatenation; ~4x fewer FLOPs in that layer with
+    PointNet).
     """
 
     def __init__(self, point_dim: int, global_dim: int, channels: list[int], num_out: int):
         super().__init__()
         if not channels:
-            raise ValueError("the segmentation head needs at least one hidden layer")
+            raise PointSSLError("the segmentation head needs at least one hidden layer")
         c0 = channels[0]
         self.point_proj = nn.Linear(point_dim, c0, bias=False)
         self.global_proj = nn.Linear(global_dim, c0, bias=False)
@@ -71,7 +72,8 @@ def parse_channels(spec: str) -> list[int]:
     try:
         return [int(c) for c in str(spec).replace("-", ",").split(",") if c.strip()]
     except ValueError:
-        raise ValueError(f"head_channels {spec!r}: expected integers like '512,256,128'") from None
+        raise PointSSLError(f"head_channels {spec!r}: expected integers like '512,256,128'") \
+            from None
 
 
 class ParAE(Method):
