@@ -1,4 +1,5 @@
 import inspect
+import warnings
 
 import numpy as np
 import pytest
@@ -166,3 +167,15 @@ def test_rejects_bad_input():
         LinearSVM(C=0.0)
     with pytest.raises(ValueError):
         LinearSVM().fit(np.zeros((5, 2)), np.ones(5))
+    with pytest.raises(ValueError):
+        LinearSVM().fit(np.full((4, 2), np.nan), np.arange(4) % 2)
+
+
+def test_unreachable_tolerance_stops_at_float64_noise():
+    X, y = blobs(300, 80, 4, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no max_iter warning: it stops on its own
+        svm = LinearSVM(C=0.3, tol=1e-18, max_iter=200).fit(X, y)
+    assert svm.n_iter_ < 50
+    ref = LinearSVM(C=0.3, tol=1e-8).fit(X, y)
+    assert svm.objective(X, y) == pytest.approx(ref.objective(X, y), rel=1e-9)

@@ -26,10 +26,14 @@ What makes it fast on dense (n x 1024) features:
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import torch
 
+# Half-decade grid for standardised 1024-d features. Measured CV accuracy on random-PointNet
+# ModelNet40 features peaks at 0.01-0.03 and already falls at 0.1; larger C costs most
+# (CG work grows with C), so the grid stops at 0.1.
 DEFAULT_CS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 __all__ = [
@@ -53,6 +57,13 @@ def standardize(train, *others, eps: float = 1e-8):
     std = train.std(axis=0)
     std = np.where(std < eps, 1.0, std)
     return tuple((np.asarray(a, dtype=np.float64) - mean) / std for a in (train, *others))
+
+
+def _features(X) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or not np.isfinite(X).all():
+        raise ValueError(f"features must be a finite (n, d) array, got shape {X.shape}")
+    return X
 
 
 def _ovr_targets(y_idx: np.ndarray, n_classes: int) -> np.ndarray:
@@ -188,7 +199,14 @@ def _newton(P: _Problem, Y, C, W, S, rtol, max_iter: int, cg_max: int = 200):
         zd = Z @ d
         Wc, zc = sub(W), sub(z)
         f0 = 0.5 * Wc.square().sum(0) + Cc * (sub(actd) * sub(m).square()).sum(0)
-        t = _armijo(f0, gd, Wc, d, zc, zd, sub(Y), Cc, None if S is None else sub(S))
+        t, f, failed = _armijo(f0, gd, Wc, d, zc, zd, sub(Y), Cc,
+                               None if S is None else sub(S))
+        t = torch.where(failed, 0.0, t)
+        # As TRON: stop a column when the line search fails or the decrease is at float64
+        # noise level; further iterations could not change the solution.
+        stalled = failed | (f0 - f <= 1e-12 * f0.abs())
+        if bool(stalled.any()):
+            todo[todo.nonzero().squeeze(1)[stalled]] = False
         if full:
             W += t * d
             z += t * zd
@@ -232,7 +250,9 @@ def _pcg(Z32, act32, C32, b, M, max_iter: int, eta: float):
 
 
 def _armijo(f0, gd, W, d, z, zd, Y, C, S, c1: float = 0.01, max_halvings: int = 30):
-    """Per-column backtracking from t = 1 (liblinear's rule); each trial costs O(n K)."""
+    """Per-column backtracking from t = 1 (liblinear's rule); each trial costs O(n K).
+
+    Returns (step sizes, objective there, columns where no step satisfied the condition)."""
     ww, wd, dd = W.square().sum(0), (W * d).sum(0), d.square().sum(0)
     t = torch.ones_like(f0)
     todo = torch.ones_like(f0, dtype=torch.bool)
@@ -245,7 +265,7 @@ def _armijo(f0, gd, W, d, z, zd, Y, C, S, c1: float = 0.01, max_halvings: int = 
         if not bool(todo.any()):
             break
         t = torch.where(todo, 0.5 * t, t)
-    return t
+    return t, f, todo
 
 
 class LinearSVM:
@@ -263,7 +283,7 @@ class LinearSVM:
 
     def fit(self, X, y, init=None):
         """Fit on (n, d) features and (n,) labels; ``init=(coef, intercept)`` warm-starts."""
-        X = np.asarray(X, dtype=np.float64)
+        X = _features(X)
         P = _Problem(X, self.device)
         W0 = None
         if init is not None:
@@ -290,6 +310,9 @@ class LinearSVM:
         Wa = (P.V @ W).cpu().numpy()
         self.coef_, self.intercept_ = Wa[:-1].T.copy(), Wa[-1].copy()
         self.n_iter_ = int(n_iter.max())
+        if self.n_iter_ >= self.max_iter:
+            warnings.warn(f"LinearSVM reached max_iter={self.max_iter}; increase it",
+                          RuntimeWarning, stacklevel=3)
         return self
 
     def decision_function(self, X):
@@ -318,7 +341,7 @@ def select_C(X, y, Cs=DEFAULT_CS, folds: int = 5, seed: int = 0, tol: float = 1e
     rows), each C warm-started from the previous, smaller one. Ties go to the smaller C.
     Returns ``(best_C, {C: mean_cv_accuracy})``.
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = _features(X)
     best, scores, _ = _cv_path(_Problem(X, device), np.asarray(y), Cs, folds, seed, tol,
                                max_iter)
     return best, scores
@@ -368,9 +391,12 @@ def linear_svm_protocol(train_X, train_y, test_X, test_y, Cs=None, folds: int = 
                         seed: int = 0, device="cpu") -> dict:
     """Standardise with train stats, choose C by CV on train, fit, report test accuracy.
 
-    The final fit starts from the mean of the fold solutions at the chosen C.
+    Returns a dict: ``accuracy`` (test), ``train_accuracy``, ``C``, ``cv_accuracy``
+    ({C: mean CV accuracy}), ``n_train``, ``n_test``, ``n_iter`` (Newton iterations of the
+    final fit), ``select_seconds`` (incl. the one-off rotation), ``fit_seconds``. The final
+    fit starts from the mean of the fold solutions at the chosen C.
     """
-    Xtr, Xte = standardize(train_X, test_X)
+    Xtr, Xte = standardize(_features(train_X), _features(test_X))
     train_y = np.asarray(train_y)
     t0 = time.perf_counter()
     P = _Problem(Xtr, device)
