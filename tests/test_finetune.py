@@ -18,14 +18,6 @@ from pointssl.evaluate.finetune import (
 TINY = {"channels": [16, 16], "emb_dim": 32}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and on a shared, busy machine the
-    # OpenMP barrier of two threads makes them several times slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 N = 64
 
 

@@ -11,15 +11,6 @@ from scipy.stats import multivariate_normal
 from pointssl.losses.gmm import GMMLikelihoodLoss, fit_gmm, gmm_log_prob, gmm_nll, posterior
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second OpenMP thread only adds barrier waits on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _clusters(rng, sizes, centres):
     pts = [c + rng.normal(scale=0.1 + 0.05 * k, size=(n, 3)) * [1.0, 0.5, 0.2]
            for k, (n, c) in enumerate(zip(sizes, centres, strict=True))]

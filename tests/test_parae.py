@@ -13,14 +13,6 @@ from pointssl.viz.gmm import load_parae, viz_gmm, viz_gmm_from_checkpoint
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: a second intra-op thread only adds OpenMP barrier waits, which
-    explode (10-20x) when the shared CPU is oversubscribed."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _shapes(b, n, seed=0):

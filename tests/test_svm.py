@@ -19,16 +19,6 @@ from pointssl.evaluate.svm import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These problems are tiny: with 2 threads on a shared, oversubscribed CPU, thread
-    # hand-offs on every small op cost more than the arithmetic.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def blobs(n, d, k, sep=0.7, seed=0):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, k, n)
