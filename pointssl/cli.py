@@ -176,7 +176,8 @@ def cmd_eval_finetune(args) -> int:
     kw = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "num_points", "min_steps")
           if getattr(args, k)}
     res = run_finetune(args.task, args.mode, args.fraction, checkpoint=args.checkpoint,
-                       backbone_name=args.backbone, train=train, test=test, seed=args.seed,
+                       backbone_name=args.backbone, random_init=args.random_init,
+                       train=train, test=test, seed=args.seed,
                        device=args.device, log=_log, **kw)
     print(json.dumps(res, default=float) if args.json else _table(res))
     return 0
@@ -292,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--fraction", type=float, default=1.0, help="labelled fraction (0-1]")
     f.add_argument("--checkpoint", type=Path)
     f.add_argument("--backbone")
+    f.add_argument("--random-init", action="store_true",
+                   help="fix/finetune from a seeded random --backbone: the protocol's baseline")
     _add_data_args(f)
     f.add_argument("--epochs", type=int)
     f.add_argument("--batch-size", type=int)

@@ -198,3 +198,20 @@ def test_run_finetune_dispatch(tmp_path):
         run_finetune("cls", "finetune", 1.0, checkpoint=ckpt, backbone_name="dgcnn", **kw)
     with pytest.raises(PointSSLError, match="unknown fine-tuning task"):
         run_finetune("seg", "fix", 1.0, checkpoint=ckpt, **kw)
+
+
+def test_run_finetune_random_init_twin_is_seeded_and_exclusive(tmp_path):
+    train, test = toy_cls(6, 0), toy_cls(3, 1)
+    kw = dict(train=train, test=test, epochs=1, batch_size=4, num_points=N, log=None,
+              backbone_name="pointnet", backbone_config=TINY)
+    a = run_finetune("cls", "fix", 1.0, random_init=True, seed=3, **kw)
+    b = run_finetune("cls", "fix", 1.0, random_init=True, seed=3, **kw)
+    assert a["random_init"] is True and a["checkpoint"] is None
+    assert a["accuracy"] == b["accuracy"]  # same seed, same random backbone, same head
+    ckpt = tmp_path / "backbone.pt"
+    save_backbone(ckpt, tiny_backbone(), method="test")
+    assert run_finetune("cls", "fix", 1.0, checkpoint=ckpt, train=train, test=test, epochs=1,
+                        batch_size=4, num_points=N, log=None)["random_init"] is False
+    with pytest.raises(PointSSLError, match="exclude"):
+        run_finetune("cls", "fix", 1.0, checkpoint=ckpt, random_init=True, train=train,
+                     test=test, epochs=1, batch_size=4, num_points=N, log=None)

@@ -567,31 +567,41 @@ def run_finetune(
     checkpoint=None,
     backbone_name: str | None = None,
     backbone_config: dict | None = None,
+    random_init: bool = False,
     **kw,
 ) -> dict:
     """Load ``checkpoint`` (a ``backbone.pt``) or, for ``scratch`` without one, build
     ``backbone_name`` with ``backbone_config``; then run the task's protocol with ``kw``
-    (epochs, batch_size, lr, seed, num_points, device, log, ...)."""
+    (epochs, batch_size, lr, seed, num_points, device, log, ...).
+
+    ``random_init`` runs ``fix``/``finetune`` from a seeded random backbone instead of a
+    checkpoint: the random-init twin of the same protocol (for ``finetune`` it equals
+    ``scratch`` up to the initialisation seed)."""
     if task not in TASKS:
         raise PointSSLError(f"unknown fine-tuning task {task!r}; choose one of {TASKS}")
     if mode not in MODES:
         raise PointSSLError(f"unknown fine-tuning mode {mode!r}; choose one of {MODES}")
     meta = {}
+    if random_init and checkpoint is not None:
+        raise PointSSLError("random_init and a checkpoint exclude each other")
     if checkpoint is not None:
         bb, meta = load_backbone(checkpoint)
         if backbone_name and backbone_name != bb.name:
             raise PointSSLError(f"{checkpoint}: holds a {bb.name} backbone, not {backbone_name}")
-    elif mode == "scratch":
+    elif mode == "scratch" or random_init:
         if not backbone_name:
-            raise PointSSLError("scratch without --checkpoint needs --backbone to know the "
+            raise PointSSLError(f"{mode} without --checkpoint needs --backbone to know the "
                                 "architecture")
+        torch.manual_seed(int(kw.get("seed", 0)))
         bb = build_backbone(backbone_name, **(backbone_config or {}))
     else:
-        raise PointSSLError(f"mode '{mode}' starts from pre-trained weights: pass --checkpoint")
+        raise PointSSLError(f"mode '{mode}' starts from pre-trained weights: pass --checkpoint "
+                            "(or --random-init for the random-init baseline)")
     fn = finetune_classification if task == "cls" else finetune_partseg
     result = fn(bb, train, test, mode, fraction, **kw)
     out = result[0] if isinstance(result, tuple) else result
     out["checkpoint"] = None if checkpoint is None else str(checkpoint)
+    out["random_init"] = bool(random_init or mode == "scratch")
     plain = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, type(None)))}
     if plain:
         out["checkpoint_meta"] = plain
