@@ -177,7 +177,7 @@ def cmd_eval_finetune(args) -> int:
           if getattr(args, k)}
     res = run_finetune(args.task, args.mode, args.fraction, checkpoint=args.checkpoint,
                        backbone_name=args.backbone, random_init=args.random_init,
-                       train=train, test=test, seed=args.seed,
+                       train=train, test=test, seed=args.seed, augment=not args.no_augment,
                        device=args.device, log=_log, **kw)
     print(json.dumps(res, default=float) if args.json else _table(res))
     return 0
@@ -301,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--lr", type=float)
     f.add_argument("--num-points", type=int)
     f.add_argument("--min-steps", type=int, help="add epochs until this many optimiser steps")
+    f.add_argument("--no-augment", action="store_true",
+                   help="finetune/scratch without the scale/shift/jitter augmentation")
     f.add_argument("--device", default=None)
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_eval_finetune)

@@ -215,3 +215,26 @@ def test_run_finetune_random_init_twin_is_seeded_and_exclusive(tmp_path):
     with pytest.raises(PointSSLError, match="exclude"):
         run_finetune("cls", "fix", 1.0, checkpoint=ckpt, random_init=True, train=train,
                      test=test, epochs=1, batch_size=4, num_points=N, log=None)
+
+
+@pytest.mark.parametrize("task", ["cls", "partseg"])
+def test_augment_switch_controls_the_augmentation(task, monkeypatch):
+    from pointssl.evaluate import finetune as ft
+
+    calls = []
+    real = ft._augment
+    monkeypatch.setattr(ft, "_augment", lambda x, g: calls.append(1) or real(x, g))
+    if task == "cls":
+        train, test = toy_cls(6, 0), toy_cls(3, 1)
+        fn = ft.finetune_classification
+    else:
+        train, test = toy_partseg(6, 0), toy_partseg(3, 1)
+        fn = ft.finetune_partseg
+    kw = dict(epochs=1, batch_size=4, seed=0, num_points=N, log=None)
+    r = fn(tiny_backbone(), train, test, "finetune", 1.0, augment=False, **kw)
+    assert calls == [] and r["augment"] is False
+    r = fn(tiny_backbone(), train, test, "scratch", 1.0, **kw)
+    assert calls and r["augment"] is True
+    calls.clear()
+    r = fn(tiny_backbone(), train, test, "fix", 1.0, **kw)  # fixed features: never augmented
+    assert calls == [] and r["augment"] is False

@@ -10,10 +10,11 @@ Choices (the papers leave them to supplements; kept fixed across regimes so that
 initialisation differs): Adam, weight decay 1e-4, cosine decay from ``lr`` to ``lr / 100``
 per step; augmentation in ``finetune``/``scratch`` is the DGCNN/PointNet++ recipe:
 anisotropic scale U[2/3, 3/2] per axis, shift U[-0.2, 0.2] and jitter N(0, 0.01) clipped at
-0.05. ``fix`` trains on fixed, un-augmented features. The reported test numbers are those
-of the LAST epoch; with ``val_fraction > 0`` (classification) a validation split is carved
-from the labelled subset and the epoch with the best validation accuracy is reported
-additionally under ``"selected"``. The test set never chooses anything.
+0.05 (``augment=False`` turns it off). ``fix`` trains on fixed, un-augmented features. The
+reported test numbers are those of the LAST epoch; with ``val_fraction > 0``
+(classification) a validation split is carved from the labelled subset and the epoch with
+the best validation accuracy is reported additionally under ``"selected"``. The test set
+never chooses anything.
 
 Label fractions are stratified, seeded and nested (see :func:`stratified_fraction`).
 """
@@ -283,6 +284,7 @@ def finetune_classification(
     num_points: int = 1024,
     min_steps: int = 0,
     val_fraction: float = 0.0,
+    augment: bool = True,
     device=None,
     log=print,
     return_model: bool = False,
@@ -350,7 +352,8 @@ def finetune_classification(
             head.train()
 
         def step(idx):
-            x = _augment(_gather(train, tr_idx[idx], num_points, d, rng), gen).to(dev)
+            x = _gather(train, tr_idx[idx], num_points, d, rng)
+            x = (_augment(x, gen) if augment else x).to(dev)
             return F.cross_entropy(head(bb(x).global_feat), y_tr[idx])
 
         @torch.no_grad()
@@ -391,7 +394,8 @@ def finetune_classification(
         sel = classification_metrics(predict_test().cpu().numpy(), test.labels)
         result["selected"] = {"epoch": best["epoch"], "val_accuracy": best["val"], **sel}
         modules.load_state_dict(last)
-    result.update(epochs=ran, num_points=num_points, batch_size=batch_size, lr=lr, seed=seed,
+    result.update(epochs=ran, num_points=num_points, augment=augment and mode != "fix",
+                  batch_size=batch_size, lr=lr, seed=seed,
                   seconds=round(time.perf_counter() - t0, 2))
     return (result, (bb, head)) if return_model else result
 
@@ -439,6 +443,7 @@ def finetune_partseg(
     test_points: int | None = None,
     min_steps: int = 0,
     category_parts: Mapping[int, list[int]] | None = None,
+    augment: bool = True,
     device=None,
     log=print,
     return_model: bool = False,
@@ -507,7 +512,7 @@ def finetune_partseg(
             pf, gf, y = cache[0][idx], cache[1][idx], cache[2][idx]
         else:
             x, y = _gather(train, labeled[idx], num_points, d, rng, True)
-            if mode != "fix":
+            if mode != "fix" and augment:
                 x = _augment(x, gen)
             with torch.set_grad_enabled(mode != "fix"):
                 out = bb(x.to(dev))
@@ -525,8 +530,8 @@ def finetune_partseg(
     result = {"task": "partseg", "mode": mode, "fraction": fraction,
               "n_labeled": int(len(labeled)), "n_test": len(test), "backbone": backbone.name,
               **m, "epochs": ran, "num_points": num_points, "test_points": test_points,
-              "batch_size": batch_size, "lr": lr, "seed": seed,
-              "seconds": round(time.perf_counter() - t0, 2)}
+              "augment": augment and mode != "fix", "batch_size": batch_size, "lr": lr,
+              "seed": seed, "seconds": round(time.perf_counter() - t0, 2)}
     return (result, (bb, head)) if return_model else result
 
 
