@@ -95,27 +95,14 @@ def cmd_pretrain(args) -> int:
 
 # ----------------------------------------------------------------------------- eval svm
 def _backbone_from_args(args):
-    import torch
-
-    from pointssl.backbones import build_backbone, load_backbone
+    from pointssl.backbones import load_backbone, random_backbone
 
     if args.checkpoint:
         bb, meta = load_backbone(args.checkpoint)
         return bb, {"checkpoint": str(args.checkpoint), **meta}
     if not args.backbone:
         raise PointSSLError("give --checkpoint PATH, or --backbone NAME --random-init")
-    torch.manual_seed(args.seed)
-    return build_backbone(args.backbone), {"random_init": True}
-
-
-def _random_twin(backbone, seed: int):
-    """A randomly initialised backbone of the same architecture (the protocol's baseline)."""
-    import torch
-
-    from pointssl.backbones import build_backbone
-
-    torch.manual_seed(seed)
-    return build_backbone(backbone.name, **backbone.config)
+    return random_backbone(args.backbone, args.seed), {"random_init": True}
 
 
 def svm_eval(backbone, train, test, *, seed=0, folds=5, Cs=None, num_points=None,
@@ -138,6 +125,8 @@ def svm_eval(backbone, train, test, *, seed=0, folds=5, Cs=None, num_points=None
 
 
 def cmd_eval_svm(args) -> int:
+    from pointssl.backbones import random_backbone
+
     backbone, meta = _backbone_from_args(args)
     train, test = _load(args, "train"), _load(args, "test")
     Cs = [float(c) for c in args.C.split(",")] if args.C else None
@@ -149,7 +138,8 @@ def cmd_eval_svm(args) -> int:
     res.update(backbone=backbone.name, **{k: v for k, v in meta.items() if k != "random_init"},
                random_init=bool(meta.get("random_init")))
     if args.checkpoint and not args.no_baseline:
-        base = svm_eval(_random_twin(backbone, args.seed), train, test, **kw)
+        base = svm_eval(random_backbone(backbone.name, args.seed, **backbone.config), train,
+                        test, **kw)
         res["random_init_baseline"] = {k: base[k] for k in ("accuracy", "C", "cv_accuracy")}
     _print_svm(res, args.json)
     return 0

@@ -12,8 +12,8 @@ import torch
 
 
 def run_demo(out: Path, minutes: float = 4.0, seed: int = 0) -> dict:
-    from pointssl.backbones import build_backbone
-    from pointssl.cli import _random_twin, svm_eval
+    from pointssl.backbones import build_backbone, random_backbone
+    from pointssl.cli import svm_eval
     from pointssl.data.synthetic import load_synthetic
     from pointssl.engine.io import atomic_write_json
     from pointssl.engine.trainer import Trainer
@@ -36,7 +36,7 @@ def run_demo(out: Path, minutes: float = 4.0, seed: int = 0) -> dict:
                                       "data": "synthetic", "demo": True})
     train_metrics = trainer.fit()
     backbone = method.backbone
-    random = _random_twin(backbone, seed)
+    random = random_backbone(backbone.name, seed, **backbone.config)
 
     rows = {}
     for name, bb in (("ConClu pre-trained", backbone), ("random init", random)):

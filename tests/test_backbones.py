@@ -4,7 +4,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
-from pointssl.backbones import build_backbone, load_backbone, save_backbone
+from pointssl.backbones import build_backbone, load_backbone, random_backbone, save_backbone
 from pointssl.backbones.dgcnn import EdgeConv, gather_neighbors, knn_indices
 from pointssl.errors import PointSSLError
 
@@ -96,3 +96,14 @@ def test_export_round_trip_and_bad_checkpoint(tmp_path):
         load_backbone(tmp_path / "bad.pt")
     with pytest.raises(PointSSLError, match="not found"):
         load_backbone(tmp_path / "missing.pt")
+
+
+def test_random_backbone_is_a_function_of_its_seed():
+    cfg = dict(channels=(8, 16), emb_dim=32)
+    a, b = random_backbone("pointnet", 5, **cfg), random_backbone("pointnet", 5, **cfg)
+    torch.manual_seed(123)  # the global state before the call must not matter
+    c = random_backbone("pointnet", 5, **cfg)
+    d = random_backbone("pointnet", 6, **cfg)
+    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(pa, pb) and torch.equal(pa, pc)
+    assert any(not torch.equal(pa, pd) for pa, pd in zip(a.parameters(), d.parameters()))

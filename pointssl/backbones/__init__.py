@@ -30,6 +30,13 @@ def build_backbone(name: str, **config) -> Backbone:
     return reg[name](**config)
 
 
+def random_backbone(name: str, seed: int, **config) -> Backbone:
+    """A seeded random-init backbone: the baseline twin every protocol reports beside a
+    pre-trained one (the same ``seed`` gives the same weights in every protocol)."""
+    torch.manual_seed(int(seed))
+    return build_backbone(name, **config)
+
+
 def atomic_torch_save(obj, path) -> None:
     """torch.save to a temp file in the same folder, then rename: never a half-written file."""
     from pointssl.engine.io import atomic_path

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pointssl.backbones import build_backbone, load_backbone
+from pointssl.backbones import load_backbone, random_backbone
 from pointssl.backbones.base import Backbone
 from pointssl.backbones.pointnet import PointwiseMLP
 from pointssl.data.dataset import CloudSet
@@ -159,8 +159,7 @@ def _prepare_backbone(backbone: Backbone, mode: str, seed: int) -> Backbone:
     if mode == "scratch":
         # A derived seed: a stand-in "pre-trained" model built after torch.manual_seed(seed)
         # must not coincide with the scratch initialisation.
-        torch.manual_seed(seed + 7_368_787)
-        return build_backbone(backbone.name, **backbone.config)
+        return random_backbone(backbone.name, seed + 7_368_787, **backbone.config)
     bb = copy.deepcopy(backbone)
     if mode == "fix":
         bb.eval()
@@ -597,8 +596,7 @@ def run_finetune(
         if not backbone_name:
             raise PointSSLError(f"{mode} without --checkpoint needs --backbone to know the "
                                 "architecture")
-        torch.manual_seed(int(kw.get("seed", 0)))
-        bb = build_backbone(backbone_name, **(backbone_config or {}))
+        bb = random_backbone(backbone_name, kw.get("seed", 0), **(backbone_config or {}))
     else:
         raise PointSSLError(f"mode '{mode}' starts from pre-trained weights: pass --checkpoint "
                             "(or --random-init for the random-init baseline)")
