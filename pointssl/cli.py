@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from pointssl.errors import PointSSLError
+from pointssl.utils.io import dumps_json
 
 
 def _log(msg: str) -> None:
@@ -28,18 +27,28 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def _load(args, split: str, num_points: int | None = None):
-    from pointssl.data.io import load_dataset
+    from pointssl import api
 
     root = getattr(args, "root", None)
     if args.data != "synthetic" and root is None:
         raise PointSSLError(f"--data {args.data} needs --root PATH")
-    return load_dataset(args.data, root, split, num_points=num_points, seed=args.seed)
+    return api.load_dataset(args.data, root, split, num_points=num_points, seed=args.seed)
+
+
+def _names(kind: str) -> list[str]:
+    """Registered names of a kind: the CLI's choices and help come from the registries."""
+    if kind == "backbone":
+        from pointssl.backbones.base import BACKBONES as reg
+    elif kind == "method":
+        from pointssl.methods.base import METHODS as reg
+    else:
+        from pointssl.data.datasets.base import DATASETS as reg
+    return reg.names()
 
 
 def _add_data_args(p, required=True):
     p.add_argument("--data", required=required, default=None if required else "synthetic",
-                   help="modelnet40 | modelnet10 | modelnet_off | modelnet_normal | "
-                        "shapenetpart | folder | synthetic")
+                   help=" | ".join(_names("dataset")))
     p.add_argument("--root", type=Path, help="dataset folder (cache folder for synthetic)")
     p.add_argument("--seed", type=int, default=0)
 
@@ -48,9 +57,9 @@ def _add_data_args(p, required=True):
 def cmd_pretrain(args) -> int:
     import torch
 
-    from pointssl.backbones import build_backbone
-    from pointssl.engine.trainer import Trainer
-    from pointssl.methods import build_method, method_classes, parse_overrides
+    from pointssl import api
+    from pointssl.engine import distributed
+    from pointssl.methods import method_classes, parse_overrides
 
     out = Path(args.out)
     if (out / "checkpoints" / "last.pt").exists() and not args.resume:
@@ -63,8 +72,8 @@ def cmd_pretrain(args) -> int:
     if args.batch_size is not None:
         over["batch_size"] = args.batch_size
     torch.manual_seed(args.seed)
-    backbone = build_backbone(args.backbone)
-    method, cfg = build_method(args.method, backbone, over)
+    method = api.build_method(args.method, args.backbone, **over)
+    cfg, backbone = method.cfg, method.backbone
     split = "all" if args.data == "folder" else "train"
     data = _load(args, split)
     _log(f"pretrain {args.method}-{args.backbone} on {args.data} ({len(data)} shapes)")
@@ -74,80 +83,55 @@ def cmd_pretrain(args) -> int:
         "method_config": dataclasses.asdict(cfg), "max_minutes": args.max_minutes,
         "snapshot_minutes": args.snapshot_minutes, "budget_clock": args.budget_clock,
     }
-    trainer = Trainer(method, data, out, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                      seed=args.seed, num_workers=args.num_workers,
-                      ckpt_every_steps=args.ckpt_every, max_minutes=args.max_minutes,
-                      snapshot_minutes=tuple(args.snapshot_minutes), resume=args.resume,
-                      config_to_save=config, device=args.device,
-                      budget_clock=args.budget_clock)
-    from pointssl.engine import distributed
-
     try:
-        metrics = trainer.fit()
+        metrics = api.pretrain(method, data, out, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                               seed=args.seed, resume=args.resume, device=args.device,
+                               num_workers=args.num_workers, ckpt_every_steps=args.ckpt_every,
+                               max_minutes=args.max_minutes,
+                               snapshot_minutes=tuple(args.snapshot_minutes),
+                               config_to_save=config, budget_clock=args.budget_clock)
         main_rank = distributed.is_main()
     finally:
         distributed.cleanup()
     if main_rank:
         _log(f"done: {out / 'backbone.pt'}")
-        print(json.dumps(metrics, default=str))
+        print(dumps_json(metrics))
     return 0
 
 
 # ----------------------------------------------------------------------------- eval svm
 def _backbone_from_args(args):
-    from pointssl.backbones import load_backbone, random_backbone
+    from pointssl import api
 
     if args.checkpoint:
-        bb, meta = load_backbone(args.checkpoint)
-        return bb, {"checkpoint": str(args.checkpoint), **meta}
+        bb = api.load_backbone(args.checkpoint)
+        return bb, {"checkpoint": str(args.checkpoint), **bb.meta}
     if not args.backbone:
         raise PointSSLError("give --checkpoint PATH, or --backbone NAME --random-init")
-    return random_backbone(args.backbone, args.seed), {"random_init": True}
-
-
-def svm_eval(backbone, train, test, *, seed=0, folds=5, Cs=None, num_points=None,
-             batch_size=32, device=None, keep_features=False) -> dict:
-    """The linear-SVM protocol for one backbone; ``keep_features`` adds the test features."""
-    from pointssl.evaluate.features import extract_features
-    from pointssl.evaluate.svm import linear_svm_protocol
-
-    t0 = time.time()
-    xtr, ytr = extract_features(backbone, train, num_points=num_points, batch_size=batch_size,
-                                device=device, seed=seed)
-    xte, yte = extract_features(backbone, test, num_points=num_points, batch_size=batch_size,
-                                device=device, seed=seed + 1)
-    feat_s = time.time() - t0
-    res = linear_svm_protocol(xtr, ytr, xte, yte, Cs=Cs, folds=folds, seed=seed)
-    res.update(feature_seconds=round(feat_s, 2), total_seconds=round(time.time() - t0, 2))
-    if keep_features:
-        res["test_features"], res["test_labels"] = xte, yte
-    return res
+    return api.build_backbone(args.backbone, seed=args.seed), {"random_init": True}
 
 
 def cmd_eval_svm(args) -> int:
-    from pointssl.backbones import random_backbone
+    from pointssl import api
 
     backbone, meta = _backbone_from_args(args)
     train, test = _load(args, "train"), _load(args, "test")
     Cs = [float(c) for c in args.C.split(",")] if args.C else None
-    kw = dict(seed=args.seed, folds=args.folds, Cs=Cs, num_points=args.num_points,
-              batch_size=args.batch_size, device=args.device)
     kind = "random init" if meta.get("random_init") else "checkpoint"
     _log(f"linear SVM: {backbone.name} ({kind}), {len(train)} train / {len(test)} test")
-    res = svm_eval(backbone, train, test, **kw)
+    res = api.linear_svm(backbone, train, test, seed=args.seed, folds=args.folds, Cs=Cs,
+                         num_points=args.num_points, batch_size=args.batch_size,
+                         device=args.device,
+                         baseline=bool(args.checkpoint) and not args.no_baseline)
     res.update(backbone=backbone.name, **{k: v for k, v in meta.items() if k != "random_init"},
                random_init=bool(meta.get("random_init")))
-    if args.checkpoint and not args.no_baseline:
-        base = svm_eval(random_backbone(backbone.name, args.seed, **backbone.config), train,
-                        test, **kw)
-        res["random_init_baseline"] = {k: base[k] for k in ("accuracy", "C", "cv_accuracy")}
     _print_svm(res, args.json)
     return 0
 
 
 def _print_svm(res: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(res, default=float))
+        print(dumps_json(res))
         return
     rows = [("pre-trained" if not res["random_init"] else "random init", res)]
     if "random_init_baseline" in res:
@@ -169,7 +153,7 @@ def cmd_eval_finetune(args) -> int:
                        backbone_name=args.backbone, random_init=args.random_init,
                        train=train, test=test, seed=args.seed, augment=not args.no_augment,
                        device=args.device, log=_log, **kw)
-    print(json.dumps(res, default=float) if args.json else _table(res))
+    print(dumps_json(res) if args.json else _table(res))
     return 0
 
 
@@ -181,11 +165,11 @@ def _table(res: dict) -> str:
 def cmd_embed(args) -> int:
     import numpy as np
 
-    from pointssl.backbones import load_backbone
-    from pointssl.engine.io import atomic_savez
+    from pointssl import api
     from pointssl.evaluate.features import extract_features
+    from pointssl.utils import atomic_savez
 
-    backbone, meta = load_backbone(args.checkpoint)
+    backbone = api.load_backbone(args.checkpoint)
     arrays = {}
     splits = args.splits.split(",")
     if args.data == "folder" and not any((Path(args.root) / s).is_dir() for s in splits):
@@ -240,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("pretrain", help="self-supervised pre-training")
-    p.add_argument("--method", required=True, help="conclu | parae")
-    p.add_argument("--backbone", default="pointnet", help="pointnet | dgcnn")
+    p.add_argument("--method", required=True, help=" | ".join(_names("method")))
+    p.add_argument("--backbone", default="pointnet", help=" | ".join(_names("backbone")))
     _add_data_args(p)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -264,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                            required=True)
     s = pe.add_parser("svm", help="linear SVM on frozen global features")
     s.add_argument("--checkpoint", type=Path)
-    s.add_argument("--backbone", help="with --random-init")
+    s.add_argument("--backbone", help="with --random-init: " + " | ".join(_names("backbone")))
     s.add_argument("--random-init", action="store_true")
     _add_data_args(s)
     s.add_argument("--num-points", type=int)
@@ -282,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--mode", choices=["fix", "finetune", "scratch"], required=True)
     f.add_argument("--fraction", type=float, default=1.0, help="labelled fraction (0-1]")
     f.add_argument("--checkpoint", type=Path)
-    f.add_argument("--backbone")
+    f.add_argument("--backbone", help=" | ".join(_names("backbone")))
     f.add_argument("--random-init", action="store_true",
                    help="fix/finetune from a seeded random --backbone: the protocol's baseline")
     _add_data_args(f)

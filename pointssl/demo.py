@@ -12,12 +12,10 @@ import torch
 
 
 def run_demo(out: Path, minutes: float = 4.0, seed: int = 0) -> dict:
-    from pointssl.backbones import build_backbone, random_backbone
-    from pointssl.cli import svm_eval
+    from pointssl import api
     from pointssl.data.synthetic import load_synthetic
-    from pointssl.engine.io import atomic_write_json
-    from pointssl.engine.trainer import Trainer
-    from pointssl.methods import build_method
+    from pointssl.evaluate.svm import svm_eval
+    from pointssl.utils import write_json_atomic
     from pointssl.viz.tsne import tsne_png
 
     t0 = time.time()
@@ -28,15 +26,12 @@ def run_demo(out: Path, minutes: float = 4.0, seed: int = 0) -> dict:
 
     torch.manual_seed(seed)
     # demo-sized run: 1,024 points per view, batch 32, lr decay every 20 epochs as the paper
-    method, cfg = build_method("conclu", build_backbone("pointnet"),
-                               {"num_points": 1024, "batch_size": 32, "epochs": 1000})
-    trainer = Trainer(method, train, out, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
-                      max_minutes=minutes, resume=True,
-                      config_to_save={"method": "conclu", "backbone": "pointnet",
-                                      "data": "synthetic", "demo": True})
-    train_metrics = trainer.fit()
+    method = api.build_method("conclu", "pointnet", num_points=1024, batch_size=32, epochs=1000)
+    train_metrics = api.pretrain(method, train, out, seed=seed, max_minutes=minutes, resume=True,
+                                 config_to_save={"method": "conclu", "backbone": "pointnet",
+                                                 "data": "synthetic", "demo": True})
     backbone = method.backbone
-    random = random_backbone(backbone.name, seed, **backbone.config)
+    random = api.build_backbone(backbone.name, seed=seed, **backbone.config)
 
     rows = {}
     for name, bb in (("ConClu pre-trained", backbone), ("random init", random)):
@@ -55,7 +50,7 @@ def run_demo(out: Path, minutes: float = 4.0, seed: int = 0) -> dict:
                                                         "wall_minutes", "stop_reason")},
         "tsne": str(png), "demo_seconds": round(total, 1),
     }
-    atomic_write_json(out / "demo.json", summary)
+    write_json_atomic(out / "demo.json", summary)
     print(f"\nt-SNE: {png}\nrun folder: {out}  ({total / 60:.1f} min)")
     return summary
 

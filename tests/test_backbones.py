@@ -107,3 +107,148 @@ def test_random_backbone_is_a_function_of_its_seed():
     for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
         assert torch.equal(pa, pb) and torch.equal(pa, pc)
     assert any(not torch.equal(pa, pd) for pa, pd in zip(a.parameters(), d.parameters()))
+
+
+# ----------------------------------------------------------------------------- packed seam
+def test_knn_row_blocks_bound_the_distance_matrix_and_match_kdtree(monkeypatch):
+    import pointssl.backbones.dgcnn as dg
+
+    monkeypatch.setattr(dg, "_FULL_MAX_N", 64)
+    monkeypatch.setattr(dg, "_BLOCK_ELEMS", 2 * 300 * 37)  # 37 rows a block, a ragged last one
+    sizes, real = [], torch.baddbmm
+
+    def spy(*a, **kw):
+        out = real(*a, **kw)
+        sizes.append(out.numel())
+        return out
+
+    monkeypatch.setattr(torch, "baddbmm", spy)
+    x = torch.randn(2, 300, 3)
+    idx = dg.knn_indices(x, 6)
+    assert len(sizes) == 9 and max(sizes) <= 2 * 300 * 37  # never the (2, 300, 300) matrix
+    for b in range(2):
+        _, ref = cKDTree(x[b].numpy()).query(x[b].numpy(), k=6)
+        assert np.array_equal(np.sort(idx[b].numpy(), 1), np.sort(ref, 1))
+
+
+def test_knn_packed_stays_in_each_cloud_and_repeats_when_a_cloud_is_below_k():
+    from pointssl.backbones.dgcnn import knn_packed
+
+    a, b, c = torch.randn(40, 3), torch.randn(25, 3), torch.randn(3, 3)
+    x, offset = torch.cat([a, b, c]), torch.tensor([0, 40, 65, 68])
+    idx = knn_packed(x, offset, 5)
+    assert idx.shape == (68, 5)
+    for cloud, lo in ((a, 0), (b, 40)):
+        _, ref = cKDTree(cloud.numpy()).query(cloud.numpy(), k=5)
+        assert np.array_equal(np.sort(idx[lo:lo + len(cloud)].numpy() - lo, 1), np.sort(ref, 1))
+    # 3 points, k = 5: all three neighbours, then repeats (max over them is unchanged)
+    assert all(set(r) == {65, 66, 67} for r in idx[65:].tolist())
+
+
+def test_segment_max_equals_per_cloud_max_with_gradients():
+    from pointssl.backbones.base import segment_max
+
+    x = torch.randn(30, 4, requires_grad=True)
+    offset = torch.tensor([0, 7, 19, 30])
+    out = segment_max(x, offset)
+    ref = torch.stack([x[lo:hi].max(0).values for lo, hi in [(0, 7), (7, 19), (19, 30)]])
+    assert torch.equal(out, ref)
+    g1 = torch.autograd.grad(out.sum(), x)[0]
+    g2 = torch.autograd.grad(ref.sum(), x)[0]
+    assert torch.equal(g1, g2)
+
+
+def test_packed_edgeconv_train_bn_runs_over_all_edges_of_all_clouds():
+    from pointssl.backbones.dgcnn import knn_packed
+
+    torch.manual_seed(0)
+    conv = EdgeConv(3, 6).train()
+    a, b = torch.randn(12, 3), torch.randn(20, 3)
+    x, offset = torch.cat([a, b]), torch.tensor([0, 12, 32])
+    idx = knn_packed(x, offset, 4)
+    out = conv(x[None], idx[None])[0]
+    # explicit edges [x_j - x_i, x_i] of both clouds, one BN (batch statistics) over all of them
+    xj = x[idx]
+    e = conv.w(torch.cat([xj - x[:, None], x[:, None].expand_as(xj)], -1))  # (P, k, C)
+    flat = e.reshape(-1, 6)
+    e = (e - flat.mean(0)) / torch.sqrt(flat.var(0, unbiased=False) + conv.bn.eps)
+    ref = conv.act(e * conv.bn.weight + conv.bn.bias).max(1).values
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["pointnet", "dgcnn"])
+def test_missing_input_channels_is_one_clear_error(name):
+    from pointssl.structures import PointBatch
+
+    m = build_backbone(name, in_dim=6, **({"k": 4} if name == "dgcnn" else {})).eval()
+    with pytest.raises(PointSSLError, match=r"6 input channels \(xyz \+ normals\).*carry 3"):
+        m(torch.randn(2, 10, 3))
+    with pytest.raises(PointSSLError, match="normals"):
+        m(PointBatch.from_list([torch.randn(10, 3), torch.randn(7, 3)]))
+    with torch.no_grad():  # with normals it runs, packed or dense
+        assert m(PointBatch.from_list([torch.randn(10, 6), torch.randn(7, 6)])).point_feat \
+            .shape[0] == 17
+
+
+def test_a_backbone_with_one_path_gets_the_other():
+    """forward_dense only: packed runs cloud by cloud; forward_packed only: dense reshapes."""
+    from pointssl.backbones.base import Backbone, BackboneOutput, segment_max
+    from pointssl.structures import PointBatch
+
+    class DenseOnly(Backbone):
+        def __init__(self):
+            super().__init__()
+            self.global_dim = self.point_dim = 4
+            self.lin = nn.Linear(3, 4)
+
+        def forward_dense(self, x):
+            f = self.lin(x)
+            return BackboneOutput(f.max(1).values, f)
+
+    class PackedOnly(DenseOnly):
+        forward_dense = Backbone.forward_dense
+
+        def forward_packed(self, x, offset):
+            f = self.lin(x)
+            return BackboneOutput(segment_max(f, offset), f, offset)
+
+    torch.manual_seed(0)
+    cs = [torch.randn(5, 3), torch.randn(9, 3)]
+    d, p = DenseOnly(), PackedOnly()
+    p.load_state_dict(d.state_dict())
+    a, b = d(PointBatch.from_list(cs)), p(PointBatch.from_list(cs))
+    assert torch.allclose(a.global_feat, b.global_feat, atol=1e-6)
+    assert torch.allclose(a.point_feat, b.point_feat, atol=1e-6) and b.point_feat.shape == (14, 4)
+    x = torch.randn(2, 6, 3)
+    assert torch.allclose(d(x).point_feat, p(x).point_feat, atol=1e-6)
+    with pytest.raises(NotImplementedError):
+        Backbone()(x)
+
+
+def test_load_backbone_reads_the_old_format_and_refuses_bad_files(tmp_path):
+    m = build_backbone("pointnet", channels=(8, 16), emb_dim=32)
+    blob = {"format": "pointssl-backbone/1", "backbone": "pointnet", "config": dict(m.config),
+            "state_dict": m.state_dict(), "pointssl_version": "0.1.0", "meta": {"steps": 3}}
+    torch.save(blob, tmp_path / "old.pt")  # what the exporter has always written
+    m2, meta = load_backbone(tmp_path / "old.pt")
+    assert meta == {"steps": 3, "pointssl_version": "0.1.0"}
+    assert all(torch.equal(v, m2.state_dict()[k]) for k, v in m.state_dict().items())
+    torch.save(dict(blob, backbone="nope"), tmp_path / "unknown.pt")
+    with pytest.raises(PointSSLError, match=r"unknown.pt.*nope"):
+        load_backbone(tmp_path / "unknown.pt")
+    torch.save(dict(blob, meta={"obj": PointSSLError("x")}), tmp_path / "code.pt")
+    with pytest.raises(PointSSLError, match="code.pt"):
+        load_backbone(tmp_path / "code.pt")
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(PointSSLError, match="other.pt"):
+        load_backbone(tmp_path / "other.pt")
+
+
+def test_eval_neighbour_max_in_row_blocks_is_exact(monkeypatch):
+    import pointssl.backbones.dgcnn as dg
+
+    x, idx = torch.randn(2, 50, 6), torch.randint(0, 50, (2, 50, 5))
+    full = dg.gather_max(x, idx)
+    assert torch.equal(full, gather_neighbors(x, idx).max(dim=2).values)
+    monkeypatch.setattr(dg, "_BLOCK_ELEMS", 2 * 5 * 6 * 7)  # 7 rows a block
+    assert torch.equal(dg.gather_max(x, idx), full)

@@ -3,11 +3,15 @@ import pytest
 import torch
 
 from pointssl.backbones import build_backbone, save_backbone
-from pointssl.data.dataset import CloudSet
+from pointssl.data.datasets import CloudSet
 from pointssl.errors import PointSSLError
+from pointssl.evaluate import finetune as ft
 from pointssl.evaluate.finetune import (
-    SegHead,
-    _prepare_backbone,
+    REGIMES,
+    ClassificationTask,
+    FeatureScaler,
+    PartSegTask,
+    Protocol,
     finetune_classification,
     finetune_partseg,
     parse_fraction,
@@ -110,10 +114,10 @@ def test_regimes_fix_keeps_weights_finetune_changes_scratch_reinitialises():
     assert not same(before, state(tuned))
     assert same(before, state(bb))  # the caller's module is never modified
     # Same seed as the one the "checkpoint" was built with, still a different start.
-    fresh = _prepare_backbone(bb, "scratch", seed=0)
+    fresh = REGIMES["scratch"].prepare(bb, seed=0)
     assert type(fresh) is type(bb) and fresh.config == bb.config
     assert not same(before, state(fresh))
-    assert same(state(fresh), state(_prepare_backbone(bb, "scratch", seed=0)))
+    assert same(state(fresh), state(REGIMES["scratch"].prepare(bb, seed=0)))
     _, (scratch, _) = finetune_classification(bb, train, test, "scratch", 1.0, **kw)
     assert not same(before, state(scratch))
 
@@ -167,18 +171,6 @@ def test_partseg_other_regimes_and_fraction(mode):
     assert 0 <= r["class_miou"] <= 1 and 0 <= r["instance_miou"] <= 1
 
 
-def test_seg_head_is_one_linear_on_the_concatenation():
-    torch.manual_seed(0)
-    head = SegHead(point_dim=5, global_dim=4, num_categories=3, num_parts=7).eval()
-    pf, gf, cat = torch.randn(2, 6, 5), torch.randn(2, 4), torch.tensor([0, 2])
-    x = torch.cat([pf, gf[:, None].expand(2, 6, 4),
-                   torch.nn.functional.one_hot(cat, 3)[:, None].expand(2, 6, 3).float()], -1)
-    w = torch.cat([head.lin_point.weight, head.lin_ctx.weight], 1)
-    h = torch.relu(head.bn1((x @ w.t()).reshape(12, -1))).reshape(2, 6, -1)
-    torch.testing.assert_close(head(pf, gf, cat), head.out(head.fc2(h)))
-    assert not torch.allclose(head(pf, gf, cat), head(pf, gf, torch.tensor([1, 2])))
-
-
 # ----------------------------------------------------------------------------- dispatcher
 
 
@@ -219,8 +211,6 @@ def test_run_finetune_random_init_twin_is_seeded_and_exclusive(tmp_path):
 
 @pytest.mark.parametrize("task", ["cls", "partseg"])
 def test_augment_switch_controls_the_augmentation(task, monkeypatch):
-    from pointssl.evaluate import finetune as ft
-
     calls = []
     real = ft._augment
     monkeypatch.setattr(ft, "_augment", lambda x, g: calls.append(1) or real(x, g))
@@ -238,3 +228,92 @@ def test_augment_switch_controls_the_augmentation(task, monkeypatch):
     calls.clear()
     r = fn(tiny_backbone(), train, test, "fix", 1.0, **kw)  # fixed features: never augmented
     assert calls == [] and r["augment"] is False
+
+
+# ----------------------------------------------------------------------------- frozen features
+
+
+def _make_task(task, n_train=6, n_test=3):
+    if task == "cls":
+        return ClassificationTask(toy_cls(n_train, 0), toy_cls(n_test, 1), num_points=48)
+    return PartSegTask(toy_partseg(n_train, 0), toy_partseg(n_test, 1), num_points=48)
+
+
+def _frozen_protocol(task, seed=2, **kw):
+    p = Protocol(_make_task(task), REGIMES["fix"], epochs=1, batch_size=4, seed=seed, log=None,
+                 **kw)
+    p.run(tiny_backbone(), 1.0)
+    return p
+
+
+@pytest.mark.parametrize("task", ["cls", "partseg"])
+def test_fix_standardises_every_frozen_feature_with_training_statistics(task):
+    """The one rule, for both tasks: each channel of each frozen feature the head reads is
+    (f - mean) / std with statistics of the labelled training features (one seeded sample
+    per shape, seed + 3); finetune/scratch read raw features."""
+    seed = 2
+    p = _frozen_protocol(task, seed)
+    train, bb, model = p.task.train, p.model.bb, p.model
+    # Independent recomputation of the frozen training features.
+    rng = np.random.default_rng(seed + 3)
+    x = torch.from_numpy(np.stack([train.points[i][rng.choice(N, 48, replace=False)]
+                                   for i in p.tr_idx]).astype(np.float32))
+    with torch.no_grad():
+        out = bb.eval()(x)
+    feats = {"global": out.global_feat, "point": out.point_feat.reshape(-1, bb.point_dim)}
+    scalers = {"global": model.scale_global, "point": model.scale_point}
+    assert (scalers["point"] is None) == (task == "cls")
+    for name, f in feats.items():
+        if scalers[name] is None:
+            continue
+        torch.testing.assert_close(scalers[name].mean, f.mean(0))
+        torch.testing.assert_close(scalers[name].std, f.std(0, unbiased=False).clamp_min(1e-6))
+    cached = p.cache[0]
+    torch.testing.assert_close(cached.global_feat.mean(0), torch.zeros(bb.global_dim),
+                               atol=1e-5, rtol=0)
+    if task == "partseg":
+        flat = cached.point_feat.reshape(-1, bb.point_dim)
+        torch.testing.assert_close(flat.mean(0), torch.zeros(bb.point_dim), atol=1e-5, rtol=0)
+        live = flat.std(0, unbiased=False) > 0
+        torch.testing.assert_close(flat.std(0, unbiased=False)[live], torch.ones(int(live.sum())))
+    # Test-time features go through the same map (training statistics, not their own).
+    xt = x[:2] * 1.5
+    with torch.no_grad():
+        raw = bb(xt)
+    seen = model.features(xt)
+    torch.testing.assert_close(seen.global_feat, (raw.global_feat - scalers["global"].mean)
+                               / scalers["global"].std)
+    if task == "partseg":
+        torch.testing.assert_close(seen.point_feat, (raw.point_feat - scalers["point"].mean)
+                                   / scalers["point"].std)
+    # Regimes that train the backbone read its raw output.
+    q = Protocol(_make_task(task), REGIMES["finetune"], epochs=1, batch_size=4, log=None)
+    q.run(tiny_backbone(), 1.0)
+    assert q.model.scale_global is None and q.cache is None
+    q.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(q.model.features(xt).global_feat, q.model.bb(xt).global_feat)
+
+
+def test_streamed_statistics_equal_the_cached_ones(monkeypatch):
+    """Frozen per-point features too large to cache: the scaler comes from float64 running
+    moments over the same sample and equals the one fitted on all features at once."""
+    cached = _frozen_protocol("partseg").model
+    monkeypatch.setattr(ft, "_PRECOMPUTE_BYTES", 0)
+    p = _frozen_protocol("partseg")
+    assert p.cache is None
+    for a, b in ((cached.scale_global, p.model.scale_global),
+                 (cached.scale_point, p.model.scale_point)):
+        torch.testing.assert_close(a.mean, b.mean, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(a.std, b.std, atol=1e-6, rtol=1e-5)
+
+
+def test_feature_scaler_on_a_hand_example():
+    f = torch.tensor([[1.0, 5.0], [3.0, 5.0]])
+    s = FeatureScaler.fit(f)
+    torch.testing.assert_close(s.mean, torch.tensor([2.0, 5.0]))
+    torch.testing.assert_close(s.std, torch.tensor([1.0, 1e-6]))  # constant channel: clamped
+    torch.testing.assert_close(s(f), torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+    m = FeatureScaler.fit_moments(f.double().sum(0), (f.double() ** 2).sum(0), 2, torch.float32)
+    torch.testing.assert_close(m.mean, s.mean)
+    torch.testing.assert_close(m.std, s.std)

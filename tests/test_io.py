@@ -1,4 +1,5 @@
-"""Readers, validation, dataset layouts and ``check_root`` (pointssl/data/io.py)."""
+"""Readers, validation, dataset layouts and ``check_root`` (pointssl/data/formats/ and
+pointssl/data/datasets/)."""
 
 import json
 import os
@@ -12,13 +13,27 @@ import trimesh
 from conftest import shared_path
 from plyfile import PlyData, PlyElement
 
-from pointssl.data import io as dio
+from pointssl.data.datasets import load_dataset
+from pointssl.data.datasets.folder import load_folder
+from pointssl.data.datasets.modelnet import (
+    load_modelnet_h5,
+    load_modelnet_normal_resampled,
+    load_modelnet_off,
+)
+from pointssl.data.formats import DataWarning, check_root, lzf_decompress, read_h5, read_scannet_bin
+from pointssl.data.formats import read_cloud as read_cloud_full
 from pointssl.errors import DataError, PointSSLError
 
 RNG = np.random.default_rng(0)
 XYZ = RNG.normal(size=(50, 3)).astype(np.float32)
 NRM = RNG.normal(size=(50, 3)).astype(np.float32)
 NRM /= np.linalg.norm(NRM, axis=1, keepdims=True)
+
+
+def read_cloud(path, *args, **kwargs):
+    """(points, normals) of ``formats.read_cloud``'s Cloud."""
+    c = read_cloud_full(path, *args, **kwargs)
+    return c.points, c.normals
 
 
 # ---------------------------------------------------------------------- writers
@@ -94,7 +109,7 @@ def assert_on_unit_box(points, normals):
 def test_ply_round_trip_with_normals(tmp_path, text):
     p = tmp_path / "a.ply"
     write_ply(p, XYZ, NRM, text=text)
-    pts, nrm = dio.read_cloud(p)
+    pts, nrm = read_cloud(p)
     np.testing.assert_allclose(pts, XYZ, rtol=1e-6)
     np.testing.assert_allclose(nrm, NRM, rtol=1e-6)
     assert pts.dtype == np.float32
@@ -102,7 +117,7 @@ def test_ply_round_trip_with_normals(tmp_path, text):
 
 def test_ply_without_normals(tmp_path):
     write_ply(tmp_path / "a.ply", XYZ)
-    pts, nrm = dio.read_cloud(tmp_path / "a.ply")
+    pts, nrm = read_cloud(tmp_path / "a.ply")
     np.testing.assert_array_equal(pts, XYZ)
     assert nrm is None
 
@@ -111,7 +126,7 @@ def test_ply_without_normals(tmp_path):
 def test_pcd_round_trip(tmp_path, mode):
     p = tmp_path / f"{mode}.pcd"
     write_pcd(p, XYZ, NRM, mode=mode)
-    pts, nrm = dio.read_cloud(p)
+    pts, nrm = read_cloud(p)
     np.testing.assert_allclose(pts, XYZ, rtol=1e-6)
     np.testing.assert_allclose(nrm, NRM, rtol=1e-6)
 
@@ -128,25 +143,25 @@ def test_pcd_binary_mixed_field_types(tmp_path):
         f"COUNT 1 1 1 1 3\nWIDTH {n}\nHEIGHT 1\nPOINTS {n}\nDATA binary\n"
     ).encode()
     (tmp_path / "m.pcd").write_bytes(header + rec.tobytes())
-    pts, nrm = dio.read_cloud(tmp_path / "m.pcd")
+    pts, nrm = read_cloud(tmp_path / "m.pcd")
     np.testing.assert_array_equal(pts, XYZ)
     assert nrm is None
 
 
 def test_lzf_back_reference_overlapping():
     # literal "abc", then a back reference of length 6 at distance 3 -> "abcabcabc"
-    assert dio._lzf_decompress(bytes([2]) + b"abc" + bytes([4 << 5, 2]), 9) == b"abcabcabc"
+    assert lzf_decompress(bytes([2]) + b"abc" + bytes([4 << 5, 2]), 9) == b"abcabcabc"
     with pytest.raises(ValueError, match="out of range"):
-        dio._lzf_decompress(bytes([4 << 5, 9]), 6)
+        lzf_decompress(bytes([4 << 5, 9]), 6)
 
 
 def test_text_formats(tmp_path):
     np.savetxt(tmp_path / "a.xyz", XYZ, fmt="%.9g")
     np.savetxt(tmp_path / "b.txt", np.hstack([XYZ, NRM]), fmt="%.9g", delimiter=",")
-    pts, nrm = dio.read_cloud(tmp_path / "a.xyz")
+    pts, nrm = read_cloud(tmp_path / "a.xyz")
     np.testing.assert_allclose(pts, XYZ, rtol=1e-6)
     assert nrm is None
-    pts, nrm = dio.read_cloud(tmp_path / "b.txt")
+    pts, nrm = read_cloud(tmp_path / "b.txt")
     np.testing.assert_allclose(pts, XYZ, rtol=1e-6)
     np.testing.assert_allclose(nrm, NRM, rtol=1e-6)
 
@@ -154,7 +169,7 @@ def test_text_formats(tmp_path):
 def test_xyzrgb_columns_are_not_taken_as_normals(tmp_path):
     rgb = RNG.integers(0, 256, size=(len(XYZ), 3))
     np.savetxt(tmp_path / "c.xyz", np.hstack([XYZ, rgb]), fmt="%.9g")
-    pts, nrm = dio.read_cloud(tmp_path / "c.xyz")
+    pts, nrm = read_cloud(tmp_path / "c.xyz")
     np.testing.assert_allclose(pts, XYZ, rtol=1e-6)
     assert nrm is None
 
@@ -172,7 +187,7 @@ def test_numpy_formats(tmp_path):
         ("d.npz", None),
         ("e.npz", None),
     ]:
-        pts, nrm = dio.read_cloud(tmp_path / name)
+        pts, nrm = read_cloud(tmp_path / name)
         np.testing.assert_array_equal(pts, XYZ)
         if normals is None:
             assert nrm is None, name
@@ -188,11 +203,11 @@ def test_mesh_sampling_lies_on_surface(tmp_path, ext):
         write_ply(p, m.vertices.astype(np.float32), faces=m.faces)
     else:
         m.export(p)
-    pts, nrm = dio.read_cloud(p, num_points=500, seed=3)
+    pts, nrm = read_cloud(p, num_points=500, seed=3)
     assert pts.shape == (500, 3) and nrm.shape == (500, 3)
     assert_on_unit_box(pts, nrm)
-    again, _ = dio.read_cloud(p, num_points=500, seed=3)
-    other, _ = dio.read_cloud(p, num_points=500, seed=4)
+    again, _ = read_cloud(p, num_points=500, seed=3)
+    other, _ = read_cloud(p, num_points=500, seed=4)
     np.testing.assert_array_equal(pts, again)
     assert not np.allclose(pts, other)
 
@@ -201,8 +216,8 @@ def test_off_fused_header_and_polygons(tmp_path):
     quad = "0 0 0\n1 0 0\n1 1 0\n0 1 0\n4 0 1 2 3\n"
     (tmp_path / "plain.off").write_text("OFF\n4 1 0\n" + quad)
     (tmp_path / "fused.off").write_text("OFF4 1 0\n# a comment\n" + quad)
-    a, na = dio.read_cloud(tmp_path / "plain.off", num_points=400, seed=1)
-    b, _ = dio.read_cloud(tmp_path / "fused.off", num_points=400, seed=1)
+    a, na = read_cloud(tmp_path / "plain.off", num_points=400, seed=1)
+    b, _ = read_cloud(tmp_path / "fused.off", num_points=400, seed=1)
     np.testing.assert_array_equal(a, b)
     assert np.allclose(a[:, 2], 0) and a[:, :2].min() >= 0 and a[:, :2].max() <= 1
     # both fan triangles of the quad are sampled, in proportion to their (equal) areas
@@ -213,7 +228,7 @@ def test_off_fused_header_and_polygons(tmp_path):
 
 def test_obj_without_faces_is_a_point_cloud(tmp_path):
     (tmp_path / "v.obj").write_text("".join(f"v {x} {y} {z}\n" for x, y, z in XYZ))
-    pts, nrm = dio.read_cloud(tmp_path / "v.obj")
+    pts, nrm = read_cloud(tmp_path / "v.obj")
     np.testing.assert_allclose(pts, XYZ, rtol=1e-6)
     assert nrm is None
 
@@ -221,7 +236,7 @@ def test_obj_without_faces_is_a_point_cloud(tmp_path):
 def test_scannet_bin_round_trip(tmp_path):
     arr = RNG.random((20, 6)).astype(np.float32)
     arr.tofile(tmp_path / "s.bin")
-    xyz, rgb = dio.load_scannet_bin(tmp_path / "s.bin")
+    xyz, rgb = read_scannet_bin(tmp_path / "s.bin")
     np.testing.assert_array_equal(xyz, arr[:, :3])
     np.testing.assert_array_equal(rgb, arr[:, 3:])
 
@@ -283,7 +298,7 @@ def test_each_broken_file_gives_one_line_error(tmp_path):
     cases = make_broken(tmp_path)
     for name, word in cases.items():
         p = tmp_path / name
-        reader = {".bin": dio.load_scannet_bin, ".h5": dio._read_h5}.get(p.suffix, dio.read_cloud)
+        reader = {".bin": read_scannet_bin, ".h5": read_h5}.get(p.suffix, read_cloud)
         with pytest.raises(DataError) as exc:
             reader(p)
         msg = str(exc.value)
@@ -294,14 +309,14 @@ def test_each_broken_file_gives_one_line_error(tmp_path):
 def test_min_points_missing_file_and_folder(tmp_path):
     np.save(tmp_path / "few.npy", XYZ[:5])
     with pytest.raises(DataError, match=r"few\.npy: only 5 points, fewer than min_points=10"):
-        dio.read_cloud(tmp_path / "few.npy", min_points=10)
+        read_cloud(tmp_path / "few.npy", min_points=10)
     with pytest.raises(DataError, match=r"gone\.ply: no such file"):
-        dio.read_cloud(tmp_path / "gone.ply")
-    for fn in (dio.load_folder, dio.load_modelnet_off, dio.load_modelnet_h5):
+        read_cloud(tmp_path / "gone.ply")
+    for fn in (load_folder, load_modelnet_off, load_modelnet_h5):
         with pytest.raises(DataError, match=r"nowhere: no such folder"):
             fn(tmp_path / "nowhere")
     with pytest.raises(DataError, match="nowhere: no such file or folder"):
-        dio.check_root(tmp_path / "nowhere")
+        check_root(tmp_path / "nowhere")
 
 
 def test_folder_scan_reports_all_bad_files_and_loads_good_ones(tmp_path):
@@ -314,12 +329,12 @@ def test_folder_scan_reports_all_bad_files_and_loads_good_ones(tmp_path):
     (root / "README.md").write_text("about")
     (root / ".hidden.foo").write_text("x")
 
-    checked, errors = dio.check_root(root)
+    checked, errors = check_root(root)
     assert sorted(os.path.basename(e.path) for e in errors) == sorted(cases)
     assert checked == len(cases) + 2
 
-    with pytest.warns(dio.DataWarning) as record:
-        cs = dio.load_folder(root, min_points=1)
+    with pytest.warns(DataWarning) as record:
+        cs = load_folder(root, min_points=1)
     assert len(cs) == 2 and cs.class_names == ["chair", "table"]
     assert list(cs.labels) == [0, 1]
     np.testing.assert_allclose(np.linalg.norm(cs.points[0], axis=1).max(), 1.0, rtol=1e-6)
@@ -335,14 +350,14 @@ def test_folder_scan_reports_all_bad_files_and_loads_good_ones(tmp_path):
 def test_folder_unlabeled_and_none_readable(tmp_path):
     np.save(tmp_path / "a.npy", XYZ)
     write_ply(tmp_path / "b.ply", XYZ, NRM)
-    cs = dio.load_folder(tmp_path, normalize=False)
+    cs = load_folder(tmp_path, normalize=False)
     assert list(cs.labels) == [-1, -1] and cs.class_names == [] and cs.errors == []
     np.testing.assert_array_equal(cs.points[1], XYZ)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "e.xyz").write_text("")
-    with pytest.warns(dio.DataWarning), pytest.raises(DataError, match="none of the 1 files"):
-        dio.load_folder(bad)
+    with pytest.warns(DataWarning), pytest.raises(DataError, match="none of the 1 files"):
+        load_folder(bad)
 
 
 def test_check_root_skips_side_files(tmp_path):
@@ -357,8 +372,8 @@ def test_check_root_skips_side_files(tmp_path):
     ]:
         (tmp_path / name).write_text(text)
     np.savetxt(tmp_path / "cloud.txt", XYZ)
-    assert dio.check_root(tmp_path) == (1, [])
-    assert dio.check_root(tmp_path / "cloud.txt") == (1, [])
+    assert check_root(tmp_path) == (1, [])
+    assert check_root(tmp_path / "cloud.txt") == (1, [])
 
 
 # ---------------------------------------------------------------------- layouts
@@ -380,23 +395,23 @@ def make_h5_layout(root, n=6, p=16, normals=False, label_max=2):
 
 def test_modelnet_h5_layout(tmp_path):
     data, label = make_h5_layout(tmp_path / "h5", normals=True)
-    cs = dio.load_modelnet_h5(tmp_path / "h5", "train")
+    cs = load_modelnet_h5(tmp_path / "h5", "train")
     assert len(cs) == 6 and cs.class_names == ["a", "b", "c"]
     np.testing.assert_array_equal(np.stack(cs.points), data)
     np.testing.assert_array_equal(cs.labels, label)
     assert cs.sources == [f"s{i}" for i in range(6)] and cs.normals[0].shape == (16, 3)
-    cs = dio.load_modelnet_h5(tmp_path / "h5", "train", num_points=8)
+    cs = load_modelnet_h5(tmp_path / "h5", "train", num_points=8)
     np.testing.assert_array_equal(cs.points[2], data[2, :8])
     with pytest.raises(DataError, match="ply_data_train0.h5: has 16 points per shape"):
-        dio.load_modelnet_h5(tmp_path / "h5", "train", num_points=32)
+        load_modelnet_h5(tmp_path / "h5", "train", num_points=32)
     with pytest.raises(DataError, match="test_files.txt: no such file"):
-        dio.load_modelnet_h5(tmp_path / "h5", "test")
+        load_modelnet_h5(tmp_path / "h5", "test")
 
 
 def test_modelnet_h5_label_outside_class_list(tmp_path):
     make_h5_layout(tmp_path / "h5", label_max=3)
     with pytest.raises(DataError, match="label 3 outside the 3 classes"):
-        dio.load_modelnet_h5(tmp_path / "h5", "train")
+        load_modelnet_h5(tmp_path / "h5", "train")
 
 
 def make_off_layout(root):
@@ -413,7 +428,7 @@ def make_off_layout(root):
 def test_modelnet_off_layout_and_cache(tmp_path, monkeypatch):
     make_off_layout(tmp_path / "mn")
     cache = tmp_path / "cache"
-    cs = dio.load_modelnet_off(tmp_path / "mn", "train", num_points=256, cache_dir=cache)
+    cs = load_modelnet_off(tmp_path / "mn", "train", num_points=256, cache_dir=cache)
     assert cs.class_names == ["chair", "table"] and list(cs.labels) == [0, 1]
     for pts, nrm in zip(cs.points, cs.normals, strict=True):
         assert pts.shape == (256, 3)
@@ -425,16 +440,18 @@ def test_modelnet_off_layout_and_cache(tmp_path, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("mesh re-sampled despite cache")
 
-    monkeypatch.setattr(dio, "read_cloud", fail)
-    again = dio.load_modelnet_off(tmp_path / "mn", "train", num_points=256, cache_dir=cache)
+    from pointssl.data.formats import cache as mesh_cache
+
+    monkeypatch.setattr(mesh_cache, "read_cloud", fail)
+    again = load_modelnet_off(tmp_path / "mn", "train", num_points=256, cache_dir=cache)
     np.testing.assert_array_equal(again.points[1], cs.points[1])
     monkeypatch.undo()
     # a changed file (new mtime) gets a new cache entry
     f = tmp_path / "mn" / "chair" / "train" / "chair_0001.off"
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
-    dio.load_modelnet_off(tmp_path / "mn", "train", num_points=256, cache_dir=cache)
+    load_modelnet_off(tmp_path / "mn", "train", num_points=256, cache_dir=cache)
     assert len(list(cache.rglob("*.npz"))) == 3
-    test = dio.load_modelnet_off(tmp_path / "mn", "test", num_points=64, cache_dir=None)
+    test = load_modelnet_off(tmp_path / "mn", "test", num_points=64, cache_dir=None)
     assert len(test) == 2 and test.points[0].shape == (64, 3)
 
 
@@ -453,20 +470,20 @@ def make_normal_layout(root, lists=True):
 
 def test_modelnet_normal_resampled_layout(tmp_path):
     make_normal_layout(tmp_path / "nr")
-    cs = dio.load_modelnet_normal_resampled(tmp_path / "nr", "train", num_points=20)
+    cs = load_modelnet_normal_resampled(tmp_path / "nr", "train", num_points=20)
     assert cs.class_names == ["airplane", "bathtub", "night_stand"]
     assert list(cs.labels) == [0, 2] and cs.sources[1].endswith("night_stand_0001.txt")
     np.testing.assert_allclose(cs.points[0], XYZ[:20], atol=1e-6)
     np.testing.assert_allclose(cs.normals[0], NRM[:20], atol=1e-6)
-    assert len(dio.load_modelnet_normal_resampled(tmp_path / "nr", "test")) == 1
+    assert len(load_modelnet_normal_resampled(tmp_path / "nr", "test")) == 1
     with pytest.raises(DataError, match="only 50 points, fewer than min_points=60"):
-        dio.load_modelnet_normal_resampled(tmp_path / "nr", "train", num_points=60)
+        load_modelnet_normal_resampled(tmp_path / "nr", "train", num_points=60)
 
 
 def test_modelnet_normal_resampled_without_lists_warns(tmp_path):
     make_normal_layout(tmp_path / "nr", lists=False)
-    with pytest.warns(dio.DataWarning, match=r"using all 3 files .* \(no official split\)"):
-        cs = dio.load_modelnet_normal_resampled(tmp_path / "nr", "train")
+    with pytest.warns(DataWarning, match=r"using all 3 files .* \(no official split\)"):
+        cs = load_modelnet_normal_resampled(tmp_path / "nr", "train")
     assert cs.class_names == ["airplane", "night_stand"] and list(cs.labels) == [0, 0, 1]
 
 
@@ -474,23 +491,23 @@ def test_load_dataset_dispatch(tmp_path, monkeypatch):
     make_h5_layout(tmp_path / "h5")
     make_off_layout(tmp_path / "off")
     make_normal_layout(tmp_path / "nr")
-    assert dio.load_dataset("modelnet40", tmp_path / "h5", "train").sources[0] == "s0"
-    off = dio.load_dataset("modelnet10", tmp_path / "off", "test", 32, cache_dir=None)
+    assert load_dataset("modelnet40", tmp_path / "h5", "train").sources[0] == "s0"
+    off = load_dataset("modelnet10", tmp_path / "off", "test", 32, cache_dir=None)
     assert off.points[0].shape == (32, 3) and off.class_names == ["chair", "table"]
-    assert list(dio.load_dataset("modelnet40", tmp_path / "nr", "train").labels) == [0, 2]
+    assert list(load_dataset("modelnet40", tmp_path / "nr", "train").labels) == [0, 2]
     (tmp_path / "f" / "train" / "cat").mkdir(parents=True)
     np.save(tmp_path / "f" / "train" / "cat" / "a.npy", XYZ)
-    assert dio.load_dataset("folder", tmp_path / "f", "train").class_names == ["cat"]
+    assert load_dataset("folder", tmp_path / "f", "train").class_names == ["cat"]
     with pytest.raises(PointSSLError, match="unknown dataset 'shapenet'.*modelnet40"):
-        dio.load_dataset("shapenet", tmp_path)
+        load_dataset("shapenet", tmp_path)
     with pytest.raises(DataError, match="no ModelNet layout found"):
-        dio.load_dataset("modelnet40", tmp_path / "f", "test")
+        load_dataset("modelnet40", tmp_path / "f", "test")
 
     from pointssl.data import synthetic
 
     seen = {}
     monkeypatch.setattr(synthetic, "load_synthetic", lambda split, **kw: seen.update(kw, s=split))
-    dio.load_dataset("synthetic", tmp_path / "c", "test", 512, seed=3)
+    load_dataset("synthetic", tmp_path / "c", "test", 512, seed=3)
     assert seen == {"s": "test", "num_points": 512, "seed": 3, "cache_dir": tmp_path / "c"}
 
 
@@ -499,8 +516,8 @@ def test_load_dataset_dispatch(tmp_path, monkeypatch):
 
 def test_real_modelnet40_h5():
     root = shared_path("modelnet40_1024")
-    train = dio.load_modelnet_h5(root, "train")
-    test = dio.load_modelnet_h5(root, "test")
+    train = load_modelnet_h5(root, "train")
+    test = load_modelnet_h5(root, "test")
     assert (len(train), len(test)) == (9843, 2468)
     assert len(train.class_names) == 40 and train.class_names[:2] == ["airplane", "bathtub"]
     assert train.points[0].shape == (1024, 3) and train.points[0].dtype == np.float32
@@ -512,7 +529,7 @@ def test_real_modelnet40_h5():
 
 def test_real_modelnet10_off_sample():
     root = shared_path("modelnet10_off_sample")
-    cs = dio.load_modelnet_off(root, "train", num_points=512, cache_dir=None)
+    cs = load_modelnet_off(root, "train", num_points=512, cache_dir=None)
     assert len(cs) == 5 and cs.class_names == ["bathtub"]
     for pts, nrm in zip(cs.points, cs.normals, strict=True):
         np.testing.assert_allclose(np.linalg.norm(pts, axis=1).max(), 1.0, rtol=1e-5)
@@ -523,8 +540,8 @@ def test_real_modelnet10_off_sample():
 def test_real_modelnet40_normal_resampled_sample():
     root = shared_path("modelnet40_normal_resampled_sample")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dio.DataWarning)
-        cs = dio.load_modelnet_normal_resampled(root, "train")
+        warnings.simplefilter("ignore", DataWarning)
+        cs = load_modelnet_normal_resampled(root, "train")
     assert len(cs) == 6 and cs.class_names == ["airplane", "bathtub"]
     assert cs.points[0].shape == (10000, 3)
     np.testing.assert_allclose(np.linalg.norm(cs.normals[0], axis=1), 1.0, atol=2e-3)
@@ -532,12 +549,12 @@ def test_real_modelnet40_normal_resampled_sample():
 
 def test_real_scannet_bin():
     path = shared_path("scannet_scene0000_00", "points_xyzrgb_float32.bin")
-    xyz, rgb = dio.load_scannet_bin(path)
+    xyz, rgb = read_scannet_bin(path)
     assert xyz.shape == rgb.shape == (40684, 3)
     assert 0 <= rgb.min() and rgb.max() <= 255
 
 
 def test_real_data_checks_clean():
     for name in ("modelnet40_1024", "modelnet10_off_sample", "modelnet40_normal_resampled_sample"):
-        checked, errors = dio.check_root(shared_path(name))
+        checked, errors = check_root(shared_path(name))
         assert errors == [] and checked > 0, errors

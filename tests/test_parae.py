@@ -6,8 +6,11 @@ import torch
 
 from pointssl.backbones import build_backbone, save_backbone
 from pointssl.errors import DataError, PointSSLError
+from pointssl.heads import SegmentationHead
 from pointssl.losses.gmm import gmm_nll
-from pointssl.methods.parae import ParAE, ParAEConfig, SegHead, method_meta
+from pointssl.methods import method_spec
+from pointssl.methods.conclu import ConClu
+from pointssl.methods.parae import ParAE, ParAEConfig
 from pointssl.viz.gmm import load_parae, viz_gmm, viz_gmm_from_checkpoint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -56,10 +59,10 @@ def test_make_views_small_cloud_repeats_and_drops_extra_columns():
 
 def test_seg_head_equals_linear_on_concatenated_features():
     torch.manual_seed(0)
-    head = SegHead(5, 7, [6, 4], 3).eval()
+    head = SegmentationHead(5, 7, [6, 4], 3).eval()
     pf, gf = torch.randn(2, 9, 5), torch.randn(2, 7)
     cat = torch.cat([pf, gf.unsqueeze(1).expand(2, 9, 7)], -1)
-    w = torch.cat([head.point_proj.weight, head.global_proj.weight], 1)
+    w = torch.cat([head.point_proj.weight, head.ctx_proj.weight], 1)
     x = torch.relu(head.bn0((cat @ w.t()).reshape(18, 6))).reshape(2, 9, 6)
     torch.testing.assert_close(head(pf, gf), head.out(head.mlp(x)))
 
@@ -109,17 +112,23 @@ def test_checkpoint_rebuild_roundtrip(tmp_path):
     bb = build_backbone("pointnet", channels=(16, 16), emb_dim=32)
     m = ParAE(bb, ParAEConfig(num_components=6, head_channels="16,8", eps=1e-3))
     m({"points": _shapes(2, 30)})  # move BN statistics off their init
-    state = {f"module.{k}": v.detach().clone() if torch.is_tensor(v) else v
-             for k, v in m.state_dict().items()}  # as a DDP-wrapped trainer would save it
-    assert method_meta(state)["backbone"] == "pointnet"
-    torch.save({"model": state, "epoch": 1}, tmp_path / "last.pt")
+    state = {f"module.{k}": v.detach().clone() for k, v in m.state_dict().items()}
+    spec = method_spec(m)  # what every trainer checkpoint carries beside the weights
+    assert spec["backbone"] == {"name": "pointnet", "config": bb.config}
+    assert spec["method"]["name"] == "parae" and spec["method"]["config"]["eps"] == 1e-3
+    # a DDP-wrapped module's keys ("module.") load too
+    torch.save({**spec, "model": state, "epoch": 1}, tmp_path / "last.pt")
     r = load_parae(tmp_path / "last.pt")
-    assert r.cfg.num_components == 6 and r.cfg.eps == 1e-3
+    assert r.cfg == m.cfg and r.cfg.num_components == 6 and r.cfg.eps == 1e-3
     pts = _shapes(1, 30, seed=1)
     torch.testing.assert_close(r.eval().logits(pts)[1], m.eval().logits(pts)[1])
     torch.save({"model": bb.state_dict()}, tmp_path / "other.pt")
-    with pytest.raises(PointSSLError):
+    with pytest.raises(PointSSLError, match="other.pt"):
         load_parae(tmp_path / "other.pt")
+    c = ConClu(build_backbone("pointnet", channels=(8,), emb_dim=8))
+    torch.save({**method_spec(c), "model": c.state_dict()}, tmp_path / "conclu.pt")
+    with pytest.raises(PointSSLError, match="not ParAE"):
+        load_parae(tmp_path / "conclu.pt")
 
 
 def _is_png(path):
@@ -137,7 +146,7 @@ def test_viz_writes_pngs_from_method_and_checkpoints(tmp_path):
     assert m.training and bb.training  # eval mode only for the figure
     assert not list((tmp_path / "a").glob(".*tmp"))  # atomic writes leave no temp files
 
-    torch.save({"model": m.state_dict()}, tmp_path / "last.pt")
+    torch.save({**method_spec(m), "model": m.state_dict()}, tmp_path / "last.pt")
     paths = viz_gmm_from_checkpoint(tmp_path / "last.pt", pts, tmp_path / "b")
     assert [p.name for p in paths] == ["last_gmm.png", "last_featdist.png"]
     save_backbone(tmp_path / "backbone.pt", bb)

@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pointssl.data.shapenetpart import (
+from pointssl.data.datasets.shapenetpart import (
     CATEGORIES,
     CATEGORY_PARTS,
     NORMAL_DIR,

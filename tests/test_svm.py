@@ -169,3 +169,38 @@ def test_unreachable_tolerance_stops_at_float64_noise():
     assert svm.n_iter_ < 50
     ref = LinearSVM(C=0.3, tol=1e-8).fit(X, y)
     assert svm.objective(X, y) == pytest.approx(ref.objective(X, y), rel=1e-9)
+
+
+def test_svm_eval_runs_the_protocol_on_frozen_features():
+    """svm_eval = extract_features (train with seed, test with seed + 1) + the protocol; it
+    lives in evaluate/, so the protocol needs no import of the CLI."""
+    import subprocess
+    import sys
+
+    from pointssl.backbones import random_backbone
+    from pointssl.data.datasets import CloudSet
+    from pointssl.evaluate.features import extract_features
+    from pointssl.evaluate.svm import svm_eval
+
+    rng = np.random.default_rng(0)
+
+    def toy(n):  # spheres vs flattened spheres, 40 points of varying count
+        y = np.arange(n) % 2
+        pts = [rng.normal(size=(40 + i % 3, 3)) * (1, 1, 0.1 if c else 1) for i, c in
+               enumerate(y)]
+        return CloudSet(points=[p.astype(np.float32) for p in pts], labels=y)
+
+    train, test = toy(30), toy(12)
+    bb = random_backbone("pointnet", 0, channels=[8, 8], emb_dim=16)
+    res = svm_eval(bb, train, test, seed=4, folds=3, Cs=(0.01, 0.1), num_points=32,
+                   keep_features=True, device="cpu")
+    xtr, ytr = extract_features(bb, train, num_points=32, seed=4, device="cpu")
+    xte, yte = extract_features(bb, test, num_points=32, seed=5, device="cpu")
+    ref = linear_svm_protocol(xtr, ytr, xte, yte, Cs=(0.01, 0.1), folds=3, seed=4)
+    for key in ("accuracy", "train_accuracy", "C", "cv_accuracy", "n_train", "n_test"):
+        assert res[key] == ref[key], key
+    np.testing.assert_array_equal(res["test_features"], xte)
+    np.testing.assert_array_equal(res["test_labels"], yte)
+    assert {"feature_seconds", "total_seconds"} <= set(res)
+    code = "import sys, pointssl.evaluate.svm; sys.exit('pointssl.cli' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -6,7 +6,9 @@ import trimesh
 from pykdtree.kdtree import KDTree
 
 from pointssl.data import synthetic as S
+from pointssl.data.synthetic import collection
 from pointssl.errors import PointSSLError
+from pointssl.utils import cache_dir
 
 SMALL = dict(num_points=256, shapes_per_class=2)
 
@@ -156,12 +158,12 @@ def test_cache_round_trip_and_corruption(tmp_path, monkeypatch):
     files = list(tmp_path.iterdir())
     assert len(files) == 1 and files[0].suffix == ".npz"
 
-    real = S._generate
+    real = collection._generate
 
     def forbidden(*a, **k):
         raise AssertionError("regenerated although a valid cache file exists")
 
-    monkeypatch.setattr(S, "_generate", forbidden)
+    monkeypatch.setattr(collection, "_generate", forbidden)
     second = S.load_synthetic("test", cache_dir=tmp_path, categories=["mug", "chair"], **SMALL)
     for a, b in zip(first.points + first.normals, second.points + second.normals, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -172,7 +174,7 @@ def test_cache_round_trip_and_corruption(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="regenerated"):
         S.load_synthetic("test", cache_dir=tmp_path, categories=["mug", "chair"], seed=5, **SMALL)
 
-    monkeypatch.setattr(S, "_generate", real)
+    monkeypatch.setattr(collection, "_generate", real)
     for garbage in [b"not a zip file", files[0].read_bytes()[:200]]:
         files[0].write_bytes(garbage)
         third = S.load_synthetic("test", cache_dir=tmp_path, categories=["mug", "chair"], **SMALL)
@@ -183,9 +185,14 @@ def test_cache_round_trip_and_corruption(tmp_path, monkeypatch):
 
 def test_cache_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("POINTSSL_CACHE", str(tmp_path))
-    assert S.default_cache_dir() == tmp_path / "synthetic"
+    assert cache_dir("synthetic") == tmp_path / "synthetic"
     S.load_synthetic("val", num_points=64, shapes_per_class=1, categories=["mug"])
     assert len(list((tmp_path / "synthetic").glob("val_*.npz"))) == 1
+    # without POINTSSL_CACHE, XDG_CACHE_HOME is honoured (it used to be ignored)
+    monkeypatch.delenv("POINTSSL_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    S.load_synthetic("val", num_points=64, shapes_per_class=1, categories=["mug"])
+    assert len(list((tmp_path / "xdg" / "pointssl" / "synthetic").glob("val_*.npz"))) == 1
 
 
 def test_shapes_vary_within_a_class():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -15,13 +16,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from _tiny import make_method, tiny_data
+from _tiny import TwoNetMethod, VarSizeMethod, make_method, tiny_data
 from torch.utils.data import DataLoader
 
 import pointssl.engine.trainer as trainer_mod
+from pointssl.engine import Hook
 from pointssl.engine.logging import collapse_std
+from pointssl.engine.state import capture_rng, restore_rng
 from pointssl.engine.trainer import Trainer, ViewsDataset, epoch_batches
 from pointssl.errors import PointSSLError
+from pointssl.methods import collate_point_batches
+from pointssl.structures import PointBatch
+from pointssl.utils import load_checkpoint
 
 # 22 shapes, batch 4 -> 5 steps per epoch (2 dropped), 2 epochs -> 10 steps.
 STEPS = 10
@@ -101,7 +107,7 @@ def test_run_folder_contents(baseline):
         assert metrics[key] is not None and metrics[key] >= 0, key
     assert yaml.safe_load((out / "config.yaml").read_text()) == {"method": "tiny",
                                                                   "crop": [1, 2]}
-    blob = torch.load(out / "backbone.pt", weights_only=False)
+    blob = load_checkpoint(out / "backbone.pt")
     assert blob["backbone"] == "tiny" and blob["meta"]["steps"] == STEPS
     for k, v in method.backbone.state_dict().items():
         assert torch.equal(blob["state_dict"][k], v)
@@ -114,7 +120,7 @@ def test_run_folder_contents(baseline):
     assert float(rows[-1]["lr"]) == pytest.approx(5e-3)
     assert metrics["loss"] == pytest.approx(float(rows[-1]["loss"]), rel=1e-5)
     assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
-    ck = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    ck = load_checkpoint(out / "checkpoints" / "last.pt")
     assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (2, 0, STEPS)
 
 
@@ -126,9 +132,9 @@ def test_workers_do_not_change_the_result(baseline, tmp_path):
 def test_mid_epoch_stop_then_resume_is_bit_identical(baseline, tmp_path):
     m1, met = run(tmp_path, max_steps=7)  # stops in epoch 1 after its 2nd batch
     assert met["stop_reason"] == "max_steps" and met["steps"] == 7
-    ck = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    ck = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert (ck["epoch"], ck["step_in_epoch"]) == (1, 2)
-    assert torch.load(tmp_path / "backbone.pt", weights_only=False)["meta"]["steps"] == 7
+    assert load_checkpoint(tmp_path / "backbone.pt")["meta"]["steps"] == 7
     m2, met2 = run(tmp_path, resume=True)  # a fresh process would build a fresh method
     assert m2.calls == STEPS - 7  # already-done batches of epoch 1 were skipped
     assert met2["stop_reason"] == "completed" and met2["resumed_from_step"] == 7
@@ -160,7 +166,7 @@ def test_crash_resumes_from_last_periodic_checkpoint(baseline, tmp_path):
     m.hook = crash
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path, method=m, ckpt_every_steps=3, log_every=1)
-    ck = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    ck = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert ck["global_step"] == 6  # saved at step 3, at the epoch end (5) and at step 6
     assert [int(r["step"]) for r in read_csv(tmp_path / "metrics.csv")] == list(range(1, 8))
     m2, _ = run(tmp_path, resume=True, log_every=1)
@@ -186,7 +192,7 @@ def test_signal_finishes_the_step_checkpoints_and_reraises(baseline, tmp_path, s
         run(tmp_path, method=m)
     assert m.calls == 4
     assert signal.getsignal(sig) is before  # handler restored
-    ck = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    ck = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert ck["global_step"] == 4
     m2, _ = run(tmp_path, resume=True)
     assert_same_state(m2, baseline[1])
@@ -202,7 +208,7 @@ def test_keyboard_interrupt_mid_forward_saves_last_completed_step(baseline, tmp_
     m.hook = interrupt
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, method=m, ckpt_every_steps=100)
-    ck = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    ck = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert ck["global_step"] == 3
     m2, _ = run(tmp_path, resume=True)
     assert_same_state(m2, baseline[1])
@@ -215,7 +221,7 @@ def test_max_minutes_and_snapshots_count_time_before_resume(baseline, tmp_path, 
     assert met["stop_reason"] == "max_minutes" and met["steps"] == 4
     assert met["wall_minutes"] == pytest.approx(4.0)
     assert met["snapshots"]["2"]["step"] == 2 and set(met["snapshots"]) == {"2"}
-    snap = torch.load(tmp_path / "backbone_2min.pt", weights_only=False)
+    snap = load_checkpoint(tmp_path / "backbone_2min.pt")
     assert snap["meta"]["steps"] == 2
     assert not torch.equal(snap["state_dict"]["fc2.weight"],
                            m.backbone.state_dict()["fc2.weight"])
@@ -287,9 +293,130 @@ def test_ddp_two_cpu_processes(tmp_path):
         if not k.startswith("backbone.bn.running") and "num_batches" not in k:
             assert torch.equal(v, r1["state"][k]), k
     run_dir = tmp_path / "run"
-    blob = torch.load(run_dir / "backbone.pt", weights_only=False)
+    blob = load_checkpoint(run_dir / "backbone.pt")
     assert torch.equal(blob["state_dict"]["fc1.weight"], r0["state"]["backbone.fc1.weight"])
     assert blob["meta"]["steps"] == 6
     rows = read_csv(run_dir / "metrics.csv")
     assert [int(r["step"]) for r in rows] == list(range(1, 7))  # rank 0 only wrote
     assert r0["metrics"]["batch_size"] == 8 and r0["metrics"]["world_size"] == 2
+
+
+# ------------------------------------------------------------------ TrainState = the checkpoint
+
+
+def test_checkpoint_is_exactly_the_train_state(baseline):
+    out, method, _ = baseline
+    ck = load_checkpoint(out / "checkpoints" / "last.pt")  # weights_only: plain data only
+    t = Trainer(make_method(seed=1), tiny_data(), out / "unused", progress=False)
+    assert set(ck) == set(t.state.state_dict())
+    assert ck["method"] == {"name": "tiny", "config": dataclasses.asdict(method.cfg)}
+    assert ck["backbone"] == {"name": "tiny", "config": {"dim": 8}}
+    t.state.load_state_dict(ck)
+    again = t.state.state_dict()
+    for k in ("epoch", "step_in_epoch", "global_step", "wall_s", "cpu_s", "snapshots",
+              "throughputs", "last_row", "signature", "method", "backbone"):
+        assert again[k] == ck[k], k
+    assert_same_state(t.method, method)
+    assert again["optimizer"]["param_groups"] == ck["optimizer"]["param_groups"]
+    assert again["scheduler"] == ck["scheduler"]
+    assert len(ck["rng"]) == 1 and isinstance(ck["rng"][0]["numpy"]["keys"], torch.Tensor)
+
+
+def test_resumed_trainer_holds_the_state_before_fit(tmp_path):
+    fresh = Trainer(make_method(), tiny_data(), tmp_path, progress=False, max_steps=7)
+    assert (fresh.state.epoch, fresh.state.global_step) == (0, 0)
+    assert isinstance(fresh.state.optimizer, torch.optim.AdamW)
+    fresh.fit()
+    m = make_method(seed=5)  # another init: the checkpoint's weights must replace it
+    t = Trainer(m, tiny_data(), tmp_path, progress=False, resume=True)
+    assert (t.state.epoch, t.state.step_in_epoch, t.state.global_step) == (1, 2, 7)
+    assert t.resumed_from == 7 and t.state.last_row["step"] == 7
+    assert_same_state(m, fresh.method)
+    assert t.state.scheduler.last_epoch == 1
+
+
+def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
+    import random
+
+    torch.manual_seed(3)
+    np.random.seed(4)
+    random.seed(5)
+    np.random.normal()  # leaves a cached gaussian in numpy's legacy state
+    st = capture_rng(torch.device("cpu"))
+    draws = (torch.rand(3), np.random.rand(3), np.random.normal(), random.random())
+    torch.save(st, tmp_path / "rng.pt")
+    restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True), torch.device("cpu"))
+    again = (torch.rand(3), np.random.rand(3), np.random.normal(), random.random())
+    assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1])
+    assert draws[2:] == again[2:]
+
+
+def test_nan_loss_stops_before_its_weights_reach_a_checkpoint(tmp_path):
+    m = make_method()
+    m.nan_at = 4
+    with pytest.raises(PointSSLError, match="loss is nan at step 4; the last good checkpoint"):
+        run(tmp_path, method=m, log_every=1, ckpt_every_steps=1)
+    ck = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ck["global_step"] == 3
+    assert [int(r["step"]) for r in read_csv(tmp_path / "metrics.csv")] == [1, 2, 3, 4]
+
+
+def test_every_declared_network_is_exported_and_snapshotted(tmp_path, fake_clock):
+    m = make_method(cls=TwoNetMethod)
+    m.hook = fake_clock
+    _, met = run(tmp_path, method=m, snapshot_minutes=(2,), max_steps=3)
+    for name, net in m.exports().items():
+        blob = load_checkpoint(tmp_path / f"{name}.pt", fmt="pointssl-backbone/1")
+        assert blob["backbone"] == "tiny" and blob["meta"]["steps"] == 3
+        for k, v in net.state_dict().items():
+            assert torch.equal(blob["state_dict"][k], v), (name, k)
+    assert not torch.equal(m.target.fc1.weight, m.backbone.fc1.weight)
+    snap = met["snapshots"]["2"]
+    assert snap["file"] == "backbone_2min.pt"
+    assert snap["files"] == ["backbone_2min.pt", "target_2min.pt"]
+    assert (tmp_path / "target_2min.pt").is_file()
+
+
+def test_extra_hooks_see_every_step(tmp_path):
+    class Record(Hook):
+        def __init__(self):
+            self.steps, self.closed = [], 0
+
+        def after_step(self, trainer, out):
+            self.steps.append((trainer.state.global_step, trainer.epoch_end, trainer.stop))
+
+        def close(self, trainer):
+            self.closed += 1
+
+    h = Record()
+    Trainer(make_method(), tiny_data(), tmp_path, progress=False, max_steps=6,
+            hooks=[h]).fit()
+    assert [s for s, _, _ in h.steps] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, end, _ in h.steps if end] == [5]
+    assert h.steps[-1][2] == "max_steps" and h.closed >= 1
+
+
+def test_collate_point_batches_packs_one_key_and_stacks_the_rest():
+    rng = np.random.default_rng(0)
+    samples = [{"a": rng.normal(size=(n, 4)).astype(np.float32), "b": np.full(2, n),
+                "index": np.int64(i)} for i, n in enumerate((3, 5, 2))]
+    batch = collate_point_batches(samples, ["a"])
+    pb = batch["a"]
+    assert isinstance(pb, PointBatch) and pb.offset.tolist() == [0, 3, 8, 10]
+    assert torch.equal(pb[1], torch.from_numpy(samples[1]["a"]))  # feat column kept
+    assert batch["b"].tolist() == [[3, 3], [5, 5], [2, 2]] and batch["index"].tolist() == [0, 1, 2]
+    with pytest.raises(PointSSLError, match="no"):
+        collate_point_batches(samples, ["c"])
+
+
+def test_variable_size_views_train_through_the_loader(tmp_path):
+    """A views recipe whose clouds differ in size: packed, moved, trained; workers agree."""
+    m0 = make_method(cls=VarSizeMethod)
+    before = {k: v.clone() for k, v in m0.state_dict().items()}
+    run(tmp_path / "w0", method=m0, max_steps=2)
+    assert m0.calls == 2 and len(set(m0.sizes)) > 1
+    assert not torch.equal(before["backbone.fc1.weight"], m0.backbone.fc1.weight)
+    m2 = make_method(cls=VarSizeMethod)
+    run(tmp_path / "w2", method=m2, max_steps=2, num_workers=2)
+    assert_same_state(m0, m2)
+

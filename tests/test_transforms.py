@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from pointssl.data.transforms import (
+from pointssl.data.views.crops import HalfSpaceCrop
+from pointssl.data.views.transforms import (
     FarthestPointSample,
-    HalfSpaceCrop,
     Jitter,
     RandomSample,
     RotateUp,

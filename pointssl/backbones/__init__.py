@@ -1,33 +1,23 @@
-"""Backbone registry and the exported-backbone file format (``backbone.pt``)."""
+"""Backbones (filled by ``@BACKBONES.register`` in each file of this package) and the
+exported-backbone file format (``backbone.pt``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+from torch import nn
 
-from pointssl.backbones.base import Backbone, BackboneOutput
+from pointssl.backbones.base import BACKBONES, Backbone, BackboneOutput
 from pointssl.errors import PointSSLError
+from pointssl.utils import atomic_torch_save, load_checkpoint
 
-__all__ = ["Backbone", "BackboneOutput", "build_backbone", "save_backbone", "load_backbone",
-           "BACKBONES"]
+__all__ = ["Backbone", "BackboneOutput", "BACKBONES", "build_backbone", "random_backbone",
+           "save_backbone", "load_backbone", "FORMAT"]
 
-
-def _registry() -> dict[str, type[Backbone]]:
-    from pointssl.backbones.dgcnn import DGCNN
-    from pointssl.backbones.pointnet import PointNet
-
-    return {"pointnet": PointNet, "dgcnn": DGCNN}
-
-
-BACKBONES = ("pointnet", "dgcnn")
+FORMAT = "pointssl-backbone/1"
 
 
 def build_backbone(name: str, **config) -> Backbone:
-    reg = _registry()
-    if name not in reg:
-        raise PointSSLError(f"unknown backbone {name!r}; choose one of {sorted(reg)}")
-    return reg[name](**config)
+    return BACKBONES.get(name)(**config)
 
 
 def random_backbone(name: str, seed: int, **config) -> Backbone:
@@ -37,24 +27,18 @@ def random_backbone(name: str, seed: int, **config) -> Backbone:
     return build_backbone(name, **config)
 
 
-def atomic_torch_save(obj, path) -> None:
-    """torch.save to a temp file in the same folder, then rename: never a half-written file."""
-    from pointssl.engine.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def save_backbone(path, backbone: Backbone, **meta) -> None:
-    """Write weights + what is needed to rebuild the backbone (name, config, version)."""
+def save_backbone(path, module: nn.Module, **meta) -> None:
+    """Write weights + what rebuilds the network (its registered name and config). Works for
+    any module with ``name`` and ``config`` (a registered Backbone), so a method's second
+    network exports the same way."""
     from pointssl import __version__
 
     atomic_torch_save(
         {
-            "format": "pointssl-backbone/1",
-            "backbone": backbone.name,
-            "config": dict(backbone.config),
-            "state_dict": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
+            "format": FORMAT,
+            "backbone": module.name,
+            "config": dict(module.config),
+            "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
             "pointssl_version": __version__,
             "meta": meta,
         },
@@ -63,16 +47,14 @@ def save_backbone(path, backbone: Backbone, **meta) -> None:
 
 
 def load_backbone(path, map_location="cpu") -> tuple[Backbone, dict]:
-    """Rebuild a backbone from ``backbone.pt``; returns (backbone, meta)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PointSSLError(f"{path}: checkpoint not found")
+    """Rebuild a backbone from ``backbone.pt`` (never executing code from the file);
+    returns (backbone, meta)."""
+    blob = load_checkpoint(path, fmt=FORMAT, map_location=map_location)
     try:
-        blob = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise PointSSLError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != "pointssl-backbone/1":
-        raise PointSSLError(f"{path}: not a pointssl backbone export (missing format tag)")
-    bb = build_backbone(blob["backbone"], **blob["config"])
-    bb.load_state_dict(blob["state_dict"])
+        bb = build_backbone(blob["backbone"], **blob["config"])
+        bb.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, RuntimeError, PointSSLError) as e:
+        msg = " ".join(str(e).split())[:300]
+        raise PointSSLError(f"{path}: cannot rebuild the backbone ({msg})") from None
     return bb, dict(blob.get("meta", {}), pointssl_version=blob.get("pointssl_version"))
+

@@ -5,18 +5,48 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pointssl.backbones.base import Backbone, BackboneOutput
+from pointssl.backbones.base import BACKBONES, Backbone, BackboneOutput
 from pointssl.backbones.pointnet import PointwiseMLP
+
+# Clouds up to this size get their whole (B, N, N) distance matrix at once (today's fast
+# path); larger ones go in row blocks of at most _BLOCK_ELEMS distances (128 MB of float32),
+# so a 40k-point scene never builds its 6.4 GB N x N matrix.
+_FULL_MAX_N = 4096
+_BLOCK_ELEMS = 1 << 25
 
 
 def knn_indices(x: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, N, C) -> (B, N, k) indices of each point's k nearest neighbours (itself included)."""
+    """(B, N, C) -> (B, N, k) indices of each point's k nearest neighbours (itself included).
+
+    A cloud of fewer than k points repeats its neighbours cyclically: the max over
+    neighbours that EdgeConv takes is unchanged by repeats."""
     with torch.no_grad():
+        b, n, _ = x.shape
+        kk = min(k, n)
         # |x_i - x_j|² = |x_i|² - 2 x_i·x_j + |x_j|²; the |x_i|² term is constant along a row,
         # so it cannot change row i's ranking and is left out (one fused baddbmm).
         sq = (x * x).sum(-1).unsqueeze(1)
-        d = torch.baddbmm(sq, x, x.transpose(1, 2), alpha=-2)
-        return d.topk(k, dim=-1, largest=False).indices
+        xt = x.transpose(1, 2)
+        rows = n if n <= _FULL_MAX_N else max(1, _BLOCK_ELEMS // (b * n))
+        if rows >= n:
+            idx = torch.baddbmm(sq, x, xt, alpha=-2).topk(kk, dim=-1, largest=False).indices
+        else:
+            idx = torch.empty((b, n, kk), dtype=torch.long, device=x.device)
+            for s in range(0, n, rows):
+                d = torch.baddbmm(sq, x[:, s:s + rows], xt, alpha=-2)
+                idx[:, s:s + rows] = d.topk(kk, dim=-1, largest=False).indices
+        if kk < k:
+            idx = idx[..., torch.arange(k, device=x.device) % kk]
+        return idx
+
+
+def knn_packed(x: torch.Tensor, offset: torch.Tensor, k: int) -> torch.Tensor:
+    """Packed (P, C) -> (P, k) indices into the P rows of each point's k nearest neighbours
+    within its own cloud (cloud by cloud, each as :func:`knn_indices` of one cloud)."""
+    idx = torch.empty((len(x), k), dtype=torch.long, device=x.device)
+    for lo, hi in zip(offset[:-1].tolist(), offset[1:].tolist()):
+        idx[lo:hi] = knn_indices(x[lo:hi].unsqueeze(0), k)[0] + lo
+    return idx
 
 
 def gather_neighbors(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -24,6 +54,17 @@ def gather_neighbors(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     b, n, k = idx.shape
     flat = (idx + torch.arange(b, device=x.device).view(b, 1, 1) * x.shape[1]).reshape(-1)
     return x.reshape(b * x.shape[1], -1)[flat].view(b, n, k, -1)
+
+
+def gather_max(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """max_j x[idx[b, i, j]]: (B, N, C) -> (B, N, C), gathering at most _BLOCK_ELEMS edge
+    values at a time (a max needs no edge tensor, so a large scene never holds all of it)."""
+    b, n, k = idx.shape
+    rows = max(1, _BLOCK_ELEMS // (b * k * x.shape[-1]))
+    if rows >= n:
+        return gather_neighbors(x, idx).max(dim=2).values
+    return torch.cat([gather_neighbors(x, idx[:, s:s + rows]).max(dim=2).values
+                      for s in range(0, n, rows)], dim=1)
 
 
 class EdgeConv(nn.Module):
@@ -49,7 +90,7 @@ class EdgeConv(nn.Module):
             s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             a = x @ (w1 * s[:, None]).t()
             c = x @ ((w2 - w1) * s[:, None]).t() + (bn.bias - bn.running_mean * s)
-            return self.act(gather_neighbors(a, idx).max(dim=2).values + c)
+            return self.act(gather_max(a, idx) + c)
         a = x @ w1.t()  # neighbour term
         c = x @ (w2 - w1).t()  # centre term
         e = gather_neighbors(a, idx) + c.unsqueeze(2)  # (B, N, k, C)
@@ -57,6 +98,7 @@ class EdgeConv(nn.Module):
         return self.act(e).max(dim=-1).values.transpose(1, 2).contiguous()
 
 
+@BACKBONES.register("dgcnn")
 class DGCNN(Backbone):
     """global_feat: max-pool of the 1024-d point-wise embedding; point_feat: the four EdgeConv
     outputs concatenated (64+64+128+256 = 512), as DGCNN's segmentation head uses them."""
@@ -72,8 +114,13 @@ class DGCNN(Backbone):
         self.last = PointwiseMLP(sum(channels), emb_dim, act=nn.LeakyReLU(0.2, inplace=True))
         self.global_dim = emb_dim
         self.point_dim = sum(channels)
+        self.in_dim = in_dim
 
-    def forward(self, points: torch.Tensor) -> BackboneOutput:
+    @classmethod
+    def test_config(cls) -> dict:
+        return {"k": 4, "channels": (8, 16), "emb_dim": 32}
+
+    def forward_dense(self, points: torch.Tensor) -> BackboneOutput:
         x = points
         feats = []
         for conv in self.convs:
@@ -82,3 +129,15 @@ class DGCNN(Backbone):
             feats.append(x)
         pf = torch.cat(feats, dim=-1)
         return BackboneOutput(global_feat=self.last.forward_maxpool(pf), point_feat=pf)
+
+    def forward_packed(self, points: torch.Tensor, offset: torch.Tensor) -> BackboneOutput:
+        # the packed batch is one (1, P, C) "cloud" whose kNN graph never crosses clouds, so
+        # EdgeConv runs unchanged and its train-mode BN sees every edge of every cloud
+        x = points.unsqueeze(0)
+        feats = []
+        for conv in self.convs:
+            x = conv(x, knn_packed(x[0, :, :3] if not feats else x[0], offset, self.k)[None])
+            feats.append(x)
+        pf = torch.cat(feats, dim=-1)[0]
+        return BackboneOutput(global_feat=self.last.forward_maxpool(pf, offset), point_feat=pf,
+                              offset=offset)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pointssl.backbones.base import Backbone, BackboneOutput
+from pointssl.backbones.base import BACKBONES, Backbone, BackboneOutput, segment_max
 
 
 class PointwiseMLP(nn.Module):
@@ -34,13 +34,17 @@ class PointwiseMLP(nn.Module):
         y = self.bn(self.lin(x).reshape(-1, self.lin.out_features))
         return self.act(y).reshape(*shape[:-1], self.lin.out_features)
 
-    def forward_maxpool(self, x: torch.Tensor) -> torch.Tensor:
-        """max over dim 1 of forward(x). In eval mode the bias and the (monotone) activation
-        commute with the max, so they run on (B, C) instead of (B, N, C)."""
+    def forward_maxpool(self, x: torch.Tensor, offset: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+        """Per-cloud max of forward(x): over dim 1 of (B, N, C), or over each cloud's rows of
+        packed (P, C) given ``offset``. In eval mode the bias and the (monotone) activation
+        commute with the max, so they run on (B, C) instead of on every point."""
+        pool = (lambda y: y.max(dim=1).values) if offset is None \
+            else (lambda y: segment_max(y, offset))
         if self.training:
-            return self.forward(x).max(dim=1).values
+            return pool(self.forward(x))
         w, b = self.folded()
-        return self.act(F.linear(x, w).max(dim=1).values + b)
+        return self.act(pool(F.linear(x, w)) + b)
 
 
 class TNet(nn.Module):
@@ -59,12 +63,14 @@ class TNet(nn.Module):
         nn.init.zeros_(self.fc[-1].weight)  # start at the identity transform
         nn.init.zeros_(self.fc[-1].bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = self.mlp[-1].forward_maxpool(self.mlp[:-1](x))
+    def forward(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, k) -> (B, k, k); packed (P, k) with ``offset`` -> one matrix per cloud."""
+        g = self.mlp[-1].forward_maxpool(self.mlp[:-1](x), offset)
         eye = torch.eye(self.k, device=x.device, dtype=x.dtype)
         return self.fc(g).view(-1, self.k, self.k) + eye
 
 
+@BACKBONES.register("pointnet")
 class PointNet(Backbone):
     """Per-point MLP 3-64-64-64-128-1024 then max-pool.
 
@@ -83,9 +89,13 @@ class PointNet(Backbone):
         self.last = PointwiseMLP(dims[-1], emb_dim)
         self.global_dim = emb_dim
         self.point_dim = sum(channels)
+        self.in_dim = in_dim
 
-    def forward(self, points: torch.Tensor) -> BackboneOutput:
-        x = points
+    @classmethod
+    def test_config(cls) -> dict:
+        return {"channels": (8, 16), "emb_dim": 32, "tnet": True}
+
+    def forward_dense(self, x: torch.Tensor) -> BackboneOutput:
         if self.tnet is not None:
             xyz = x[..., :3] @ self.tnet(x[..., :3])
             x = torch.cat([xyz, x[..., 3:]], dim=-1)
@@ -95,3 +105,18 @@ class PointNet(Backbone):
             feats.append(x)
         g = self.last.forward_maxpool(x)
         return BackboneOutput(global_feat=g, point_feat=torch.cat(feats, dim=-1))
+
+    def forward_packed(self, x: torch.Tensor, offset: torch.Tensor) -> BackboneOutput:
+        # per-point layers see (P, C): train-mode BN normalises over all P points
+        if self.tnet is not None:
+            t = self.tnet(x[:, :3], offset)  # (B, 3, 3)
+            seg = torch.repeat_interleave(t, (offset[1:] - offset[:-1]).to(x.device), dim=0,
+                                          output_size=len(x))
+            xyz = torch.bmm(x[:, None, :3], seg)[:, 0]
+            x = torch.cat([xyz, x[:, 3:]], dim=-1)
+        feats = []
+        for layer in self.layers:
+            x = layer(x)
+            feats.append(x)
+        g = self.last.forward_maxpool(x, offset)
+        return BackboneOutput(global_feat=g, point_feat=torch.cat(feats, dim=-1), offset=offset)

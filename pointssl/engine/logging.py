@@ -1,24 +1,20 @@
-"""Run-folder writers: metrics.csv + TensorBoard, atomic JSON/YAML, resource usage, collapse."""
+"""Run-folder logs (metrics.csv + TensorBoard), resource usage and the collapse monitor."""
 
 from __future__ import annotations
 
 import csv
-import dataclasses
-import json
 import math
-import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RunLogger", "collapse_std", "cpu_seconds", "peak_rss_mib", "write_text_atomic",
-           "write_json_atomic", "write_yaml_atomic", "plain"]
+from pointssl.utils import write_text_atomic
+
+__all__ = ["RunLogger", "collapse_std", "cpu_seconds", "peak_rss_mib"]
 
 
 def collapse_std(embedding: torch.Tensor) -> torch.Tensor:
@@ -54,50 +50,6 @@ def peak_rss_mib() -> float | None:
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
-
-
-def plain(obj):
-    """Turn configs/metrics into YAML/JSON-safe builtins (tuples, Paths, numpy, dataclasses)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = dataclasses.asdict(obj)
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (np.generic, torch.Tensor)) and getattr(obj, "ndim", 0) == 0:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None  # strict JSON has no NaN/inf
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
-def write_text_atomic(path, text: str) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path, obj) -> None:
-    write_text_atomic(path, json.dumps(plain(obj), indent=2) + "\n")
-
-
-def write_yaml_atomic(path, obj) -> None:
-    import yaml
-
-    write_text_atomic(path, yaml.safe_dump(plain(obj), sort_keys=False))
 
 
 def _read_rows_upto(path: Path, max_step: int) -> tuple[list[str] | None, list[dict]]:

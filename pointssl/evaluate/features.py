@@ -1,48 +1,86 @@
-"""Frozen-backbone feature extraction shared by the protocols."""
+"""Frozen-backbone features: ``extract_features`` for the protocols, ``embed`` for users.
+
+Clouds are never cut to another cloud's size: a chunk whose clouds share one size goes
+through the backbone as a dense (B, N, C) tensor, any other chunk as a packed PointBatch.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from pointssl.backbones.base import Backbone
-from pointssl.data.dataset import CloudSet
+from pointssl.data.views import subsample_indices
+from pointssl.errors import PointSSLError
+from pointssl.structures import PointBatch
+from pointssl.utils import resolve_device
 
 
-def fixed_size(points: np.ndarray, n: int | None, rng: np.random.Generator) -> np.ndarray:
-    """All points when n is None or equal; a seeded random subset (or resample) otherwise."""
-    m = len(points)
-    if n is None or n == m:
-        return points
-    return points[rng.choice(m, n, replace=m < n)]
+def _batch(clouds: list[np.ndarray], device):
+    """One size: a dense (B, N, C) tensor (the fast path, same as ever); else packed."""
+    if len({len(c) for c in clouds}) == 1:
+        return torch.from_numpy(np.stack(clouds)).to(device)
+    return PointBatch.from_list(clouds).to(device)
 
 
 @torch.inference_mode()
-def extract_features(backbone: Backbone, data: CloudSet, *, num_points: int | None = None,
+def extract_features(backbone: Backbone, data, *, num_points: int | None = None,
                      batch_size: int = 32, device=None, seed: int = 0,
                      progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Global features (n, C) float32 and labels (n,) of a frozen backbone in eval mode.
 
-    Clouds are used whole when they all share one size and ``num_points`` is None;
-    otherwise each is subsampled to ``num_points`` with a fixed seed, so features are
-    reproducible.
+    ``data``: a dataset with ``points`` (list of (N_i, 3) arrays), ``labels`` and optional
+    ``normals`` (used when the backbone takes them). ``num_points=None`` uses every point of
+    every cloud, whatever the sizes; otherwise each cloud is subsampled to ``num_points``
+    with :func:`subsample_indices` and a fixed seed, so features are reproducible.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    sizes = {len(p) for p in data.points}
-    if num_points is None and len(sizes) > 1:
-        num_points = min(sizes)
+    device = resolve_device(device)
     rng = np.random.default_rng(seed)
+    normals = getattr(data, "normals", None) if backbone.in_dim > 3 else None
     was_training = backbone.training
     backbone.eval().to(device)
     feats = []
     try:
         for start in range(0, len(data), batch_size):
-            chunk = [fixed_size(p[:, :3], num_points, rng)
-                     for p in data.points[start:start + batch_size]]
-            x = torch.from_numpy(np.stack(chunk).astype(np.float32)).to(device)
-            feats.append(backbone(x).global_feat.float().cpu().numpy())
+            chunk = []
+            for i in range(start, min(start + batch_size, len(data))):
+                p = data.points[i]
+                idx = subsample_indices(len(p), num_points, rng)
+                c = p[idx, :3] if normals is None else \
+                    np.concatenate([p[idx, :3], normals[i][idx]], axis=1)
+                chunk.append(c.astype(np.float32, copy=False))
+            feats.append(backbone(_batch(chunk, device)).global_feat.float().cpu().numpy())
             if progress is not None:
                 progress(len(chunk))
     finally:
         backbone.train(was_training)
-    return np.concatenate(feats), data.labels.copy()
+    return np.concatenate(feats), np.asarray(data.labels).copy()
+
+
+@torch.inference_mode()
+def embed(backbone: Backbone, clouds: Sequence[np.ndarray], batch_size: int = 32,
+          device=None) -> dict:
+    """Features of numpy clouds ``(N_i, 3+C)`` of any sizes (columns past xyz are per-point
+    features; the backbone drops those it does not take) from a frozen backbone (eval mode):
+    ``{"global": (B, C) float32, "points": [(N_i, Cp) float32 per cloud]}``."""
+    clouds = [np.asarray(c, dtype=np.float32) for c in clouds]
+    for i, c in enumerate(clouds):
+        if c.ndim != 2 or c.shape[1] < 3 or len(c) == 0:
+            raise PointSSLError(f"cloud {i}: expected a non-empty (N, 3+) array, got shape "
+                                f"{c.shape}")
+    device = resolve_device(device)
+    was_training = backbone.training
+    backbone.eval().to(device)
+    glob, points = [], []
+    try:
+        for start in range(0, len(clouds), batch_size):
+            out = backbone(PointBatch.from_list(clouds[start:start + batch_size]).to(device))
+            glob.append(out.global_feat.float().cpu().numpy())
+            points += [p.float().cpu().numpy() for p in out.per_cloud()]
+    finally:
+        backbone.train(was_training)
+    dim = getattr(backbone, "global_dim", 0)
+    return {"global": np.concatenate(glob) if glob else np.zeros((0, dim), np.float32),
+            "points": points}

@@ -2,9 +2,23 @@
 segmentation, in the three regimes of MID-Net (Sec. 4.1):
 
 - ``fix``: pre-trained backbone frozen (eval mode, BN statistics untouched); only the head
-  trains, on features computed once.
+  trains, on features the backbone computes once per shape.
 - ``finetune``: pre-trained backbone and a fresh head, all trained.
 - ``scratch``: the same architecture with random weights, all trained ("NoPre").
+
+A regime (:class:`Regime`) says what trains and how the backbone starts; a task
+(:class:`ClassificationTask`, :class:`PartSegTask`) says what a batch, the head, the loss
+and the metrics are. One loop (:meth:`Protocol.fit`) trains any pair.
+
+Frozen features (``fix``, every task): each channel of every feature the head reads from
+the frozen backbone — the global feature, and for part segmentation the per-point features
+too — is standardised, ``(f - mean) / std``, with the mean and (population) standard
+deviation of that channel over the labelled training features (over all their points for
+per-point features; std clamped at 1e-6); the same map is applied to validation and test
+features. Frozen features can be tiny in scale, and the head's first BatchNorm (running
+variance starting at 1) then needs far more steps than a small label fraction gives before
+its eval-mode statistics fit, leaving test predictions constant. ``finetune`` and
+``scratch`` feed the backbone's raw outputs (it trains, its own BN sets their scale).
 
 Choices (the papers leave them to supplements; kept fixed across regimes so that only the
 initialisation differs): Adam, weight decay 1e-4, cosine decay from ``lr`` to ``lr / 100``
@@ -24,7 +38,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,18 +47,20 @@ from torch import nn
 from torch.nn import functional as F
 
 from pointssl.backbones import load_backbone, random_backbone
-from pointssl.backbones.base import Backbone
-from pointssl.backbones.pointnet import PointwiseMLP
-from pointssl.data.dataset import CloudSet
+from pointssl.data.views import subsample_indices
 from pointssl.errors import PointSSLError
 from pointssl.evaluate.metrics import classification_metrics, partseg_metrics, restricted_argmax
+from pointssl.heads import ClassificationHead, SegmentationHead
+from pointssl.structures import BackboneOutput
+from pointssl.utils import resolve_device
 
-MODES = ("fix", "finetune", "scratch")
 TASKS = ("cls", "partseg")
 CLS_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 1.0)  # MID-Net Tables 2 and 4
 PARTSEG_FRACTIONS = (0.01, 0.05, 1.0)  # MID-Net Table 6
 # Frozen per-point features above this size are recomputed per batch instead of cached.
 _PRECOMPUTE_BYTES = 1 << 30
+# Shapes per head-only pass over cached features (no backbone cost, so larger than a batch).
+_HEAD_CHUNK = 256
 
 
 # ----------------------------------------------------------------------------- label subsets
@@ -96,82 +113,122 @@ def _carve_val(labels: np.ndarray, val_fraction: float, seed: int):
     return np.sort(np.concatenate(tr)), np.sort(np.concatenate(va))
 
 
-# ----------------------------------------------------------------------------- heads
+# ----------------------------------------------------------------------------- regimes
 
 
-class ClsHead(nn.Module):
-    """PointNet/DGCNN classification head: FC 512-256-K with BN, ReLU and dropout 0.5."""
+@dataclass(frozen=True)
+class Regime:
+    """How a regime starts and what it trains."""
 
-    def __init__(self, c_in: int, num_classes: int, dropout: float = 0.5):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(c_in, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(512, 256, bias=False), nn.BatchNorm1d(256), nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(256, num_classes),
-        )
+    name: str
+    pretrained: bool  # start from the given weights; False: a fresh random twin
+    trains_backbone: bool  # False: frozen, features computed once, only the head trains
 
-    def forward(self, g: torch.Tensor) -> torch.Tensor:
-        return self.net(g)
+    def prepare(self, backbone, seed: int):
+        """A copy of ``backbone`` (the caller's module is never modified; frozen when the
+        regime does not train it), or a fresh random instance of its architecture."""
+        if not self.pretrained:
+            # A derived seed: a stand-in "pre-trained" model built after
+            # torch.manual_seed(seed) must not coincide with the scratch initialisation.
+            return random_backbone(backbone.name, seed + 7_368_787, **backbone.config)
+        bb = copy.deepcopy(backbone)
+        if not self.trains_backbone:
+            bb.eval()
+            bb.requires_grad_(False)
+        return bb
 
+    @property
+    def precomputes(self) -> bool:
+        """Features come from a frozen backbone, so they are computed once per shape."""
+        return not self.trains_backbone
 
-class SegHead(nn.Module):
-    """Per-point head: two FC layers (256, 128; BN + ReLU, dropout 0.5 between) then a
-    linear classifier, on [point feature, global feature, category one-hot].
-
-    The first layer is one Linear on that concatenation, computed as W_p x_i + W_c ctx so
-    the per-shape context is multiplied once per shape rather than once per point.
-    """
-
-    def __init__(self, point_dim: int, global_dim: int, num_categories: int, num_parts: int,
-                 dropout: float = 0.5):
-        super().__init__()
-        self.num_categories = num_categories
-        self.lin_point = nn.Linear(point_dim, 256, bias=False)
-        self.lin_ctx = nn.Linear(global_dim + num_categories, 256, bias=False)
-        self.bn1 = nn.BatchNorm1d(256)
-        self.drop = nn.Dropout(dropout)
-        self.fc2 = PointwiseMLP(256, 128)
-        self.out = nn.Linear(128, num_parts)
-
-    def forward(self, point_feat, global_feat, category) -> torch.Tensor:
-        b, n, _ = point_feat.shape
-        onehot = F.one_hot(category, self.num_categories).to(point_feat.dtype)
-        ctx = self.lin_ctx(torch.cat([global_feat, onehot], dim=-1)).unsqueeze(1)
-        x = (self.lin_point(point_feat) + ctx).reshape(b * n, -1)
-        x = F.relu(self.bn1(x)).reshape(b, n, -1)
-        return self.out(self.fc2(self.drop(x)))
+    def augments(self, augment: bool) -> bool:
+        """Augmentation applies only where the backbone sees fresh inputs while training."""
+        return augment and self.trains_backbone
 
 
-# ----------------------------------------------------------------------------- shared helpers
+REGIMES = {r.name: r for r in (Regime("fix", pretrained=True, trains_backbone=False),
+                               Regime("finetune", pretrained=True, trains_backbone=True),
+                               Regime("scratch", pretrained=False, trains_backbone=True))}
+MODES = tuple(REGIMES)
 
 
-def _device(device) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def _prepare_backbone(backbone: Backbone, mode: str, seed: int) -> Backbone:
-    """A copy for fix/finetune (the caller's module is never modified), a fresh random
-    instance of the same architecture for scratch."""
-    if mode not in MODES:
+def get_regime(mode: str) -> Regime:
+    if mode not in REGIMES:
         raise PointSSLError(f"unknown fine-tuning mode {mode!r}; choose one of {MODES}")
-    if mode == "scratch":
-        # A derived seed: a stand-in "pre-trained" model built after torch.manual_seed(seed)
-        # must not coincide with the scratch initialisation.
-        return random_backbone(backbone.name, seed + 7_368_787, **backbone.config)
-    bb = copy.deepcopy(backbone)
-    if mode == "fix":
-        bb.eval()
-        bb.requires_grad_(False)
-    return bb
+    return REGIMES[mode]
 
 
-def _in_dim(backbone: Backbone) -> int:
+# ----------------------------------------------------------------------------- frozen features
+
+
+class FeatureScaler:
+    """``(f - mean) / std`` per channel (last axis), statistics from training features."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        self.mean, self.std = mean, std
+
+    @classmethod
+    def fit(cls, feats: torch.Tensor) -> FeatureScaler:
+        """From all training features (..., C) at once."""
+        flat = feats.reshape(-1, feats.shape[-1])
+        return cls(flat.mean(0), flat.std(0, unbiased=False).clamp_min(1e-6))
+
+    @classmethod
+    def fit_moments(cls, total: torch.Tensor, total_sq: torch.Tensor, count: int,
+                    dtype) -> FeatureScaler:
+        """From float64 sums of f and f^2 over ``count`` rows (when the features do not
+        fit in memory)."""
+        mean = total / count
+        std = (total_sq / count - mean**2).clamp_min(0).sqrt()
+        return cls(mean.to(dtype), std.to(dtype).clamp_min(1e-6))
+
+    def __call__(self, f: torch.Tensor) -> torch.Tensor:
+        return (f - self.mean) / self.std
+
+
+class _Model:
+    """Backbone + head as a regime sees them: ``features`` is what the head reads."""
+
+    def __init__(self, bb, head, regime: Regime):
+        self.bb, self.head, self.regime = bb, head, regime
+        self.frozen = regime.precomputes
+        self.scale_global = self.scale_point = None  # set by Protocol for frozen backbones
+        self.cached: dict[str, torch.Tensor] = {}  # frozen eval-set features, by name
+
+    def params(self) -> list:
+        head = list(self.head.parameters())
+        return head if self.frozen else list(self.bb.parameters()) + head
+
+    def train(self) -> None:
+        if not self.frozen:
+            self.bb.train()
+        self.head.train()
+
+    def eval(self) -> None:
+        self.bb.eval()
+        self.head.eval()
+
+    def features(self, x: torch.Tensor) -> BackboneOutput:
+        if not self.frozen:
+            return self.bb(x)
+        with torch.no_grad():
+            return self.standardise(self.bb(x))
+
+    def standardise(self, out) -> BackboneOutput:
+        pf = out.point_feat if self.scale_point is None else self.scale_point(out.point_feat)
+        return BackboneOutput(self.scale_global(out.global_feat), pf,
+                              getattr(out, "offset", None))
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _in_dim(backbone) -> int:
     return int(backbone.config.get("in_dim", 3))
 
 
-def _check_inputs(backbone: Backbone, *sets: CloudSet) -> None:
+def _check_inputs(backbone, *sets) -> None:
     d = _in_dim(backbone)
     if d not in (3, 6):
         raise PointSSLError(f"fine-tuning feeds xyz or xyz+normals; backbone wants in_dim={d}")
@@ -179,23 +236,17 @@ def _check_inputs(backbone: Backbone, *sets: CloudSet) -> None:
         raise PointSSLError("this backbone takes normals (in_dim=6) but the data has none")
 
 
-def _cloud(ds: CloudSet, i: int, d: int) -> np.ndarray:
+def _cloud(ds, i: int, d: int) -> np.ndarray:
     p = ds.points[i][:, :3]
     return np.concatenate([p, ds.normals[i][:, :3]], axis=1) if d == 6 else p
 
 
-def _sample_idx(n: int, k: int | None, rng: np.random.Generator) -> np.ndarray:
-    if k is None or k == n:
-        return np.arange(n)
-    return rng.choice(n, k, replace=n < k)
-
-
-def _gather(ds: CloudSet, idx, k: int | None, d: int, rng, with_parts: bool = False):
+def _gather(ds, idx, k: int | None, d: int, rng, with_parts: bool = False):
     """Stack clouds ``idx`` to (B, k, d) float32 (and (B, k) parts) with fresh samples."""
     xs, ps = [], []
     for i in idx:
         c = _cloud(ds, int(i), d)
-        s = _sample_idx(len(c), k, rng)
+        s = subsample_indices(len(c), k, rng)
         xs.append(c[s])
         if with_parts:
             ps.append(ds.parts[int(i)][s])
@@ -224,196 +275,84 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarr
     return [b for b in out if len(b) > 1]
 
 
-def _fit(params, n_train: int, *, epochs: int, batch_size: int, lr: float, min_steps: int,
-         rng: np.random.Generator, step: Callable, set_train: Callable,
-         end_epoch: Callable | None, log) -> int:
-    """Adam + per-step cosine decay; ``step(idx) -> loss``. Returns the epochs run."""
-    if n_train < 2:
-        raise PointSSLError(f"fine-tuning needs at least 2 labelled training shapes, "
-                            f"got {n_train}")
-    spe = len(_batches(n_train, batch_size, np.random.default_rng(0)))
-    epochs = max(int(epochs), math.ceil(min_steps / spe) if min_steps else 0)
-    if epochs < 1:
-        raise PointSSLError(f"epochs must be >= 1, got {epochs}")
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * spe, eta_min=lr / 100)
-    for ep in range(epochs):
-        set_train()
-        total, count = 0.0, 0
-        for idx in _batches(n_train, batch_size, rng):
-            loss = step(idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-        msg = f"epoch {ep + 1}/{epochs} loss {total / max(count, 1):.4f}"
-        extra = end_epoch(ep) if end_epoch is not None else None
-        if log is not None:
-            log(msg + (f" {extra}" if extra else ""))
-    return epochs
+# ----------------------------------------------------------------------------- tasks
 
 
-# ----------------------------------------------------------------------------- classification
+class ClassificationTask:
+    """Shape classification: global feature -> ClassificationHead -> cross-entropy;
+    accuracy and class-mean accuracy."""
+
+    name = "cls"
+    per_point = False
+
+    def __init__(self, train, test, *, num_points: int = 1024, val_fraction: float = 0.0):
+        self.train, self.test = train, test
+        self.num_points, self.val_fraction = num_points, val_fraction
+        self.num_classes = max(train.num_classes, int(test.labels.max()) + 1)
+
+    def split(self, labeled: np.ndarray, seed: int):
+        """(train items, validation items) of the labelled subset."""
+        if self.val_fraction <= 0:
+            return labeled, np.array([], dtype=np.int64)
+        pos_tr, pos_va = _carve_val(self.train.labels[labeled], self.val_fraction, seed)
+        return labeled[pos_tr], labeled[pos_va]
+
+    def split_sizes(self, tr_idx, va_idx) -> dict:
+        return {"n_train": int(len(tr_idx)), "n_val": int(len(va_idx))}
+
+    def make_head(self, bb) -> nn.Module:
+        return ClassificationHead(bb.global_dim, self.num_classes)
+
+    def sample(self, items, d: int, rng):
+        """Inputs (B, k, d) and targets of training items, freshly sampled."""
+        x = _gather(self.train, items, self.num_points, d, rng)
+        return x, torch.from_numpy(self.train.labels[items])
+
+    def loss(self, head, out, category, target) -> torch.Tensor:
+        return F.cross_entropy(head(out.global_feat), target)
+
+    @torch.no_grad()
+    def predict(self, model: _Model, ds, items, seed: int, batch_size: int, key: str):
+        """Predicted classes of ``items`` of ``ds`` (one fixed seeded sample per shape)."""
+        model.eval()
+        dev = next(model.head.parameters()).device
+        if model.frozen and key in model.cached:
+            g = model.cached[key]
+        else:
+            x = _gather(ds, items, self.num_points, _in_dim(model.bb), np.random.default_rng(seed))
+            chunks = [x[s:s + batch_size].to(dev) for s in range(0, len(x), batch_size)]
+            if not model.frozen:
+                return torch.cat([model.head(model.features(c).global_feat).argmax(1)
+                                  for c in chunks])
+            g = model.cached[key] = torch.cat([model.features(c).global_feat for c in chunks])
+        return torch.cat([model.head(g[s:s + _HEAD_CHUNK]).argmax(1)
+                          for s in range(0, len(g), _HEAD_CHUNK)])
+
+    def val_accuracy(self, model: _Model, va_idx, seed: int, batch_size: int) -> float:
+        pred = self.predict(model, self.train, va_idx, seed + 2, batch_size, "val")
+        return float((pred.cpu().numpy() == self.train.labels[va_idx]).mean())
+
+    def evaluate(self, model: _Model, seed: int, batch_size: int) -> dict:
+        pred = self.predict(model, self.test, np.arange(len(self.test)), seed + 1, batch_size,
+                            "test")
+        return classification_metrics(pred.cpu().numpy(), self.test.labels)
+
+    def settings(self) -> dict:
+        return {"num_points": self.num_points}
 
 
-@torch.no_grad()
-def _global_features(backbone, x: torch.Tensor, batch_size: int, device) -> torch.Tensor:
-    backbone.eval()
-    return torch.cat([backbone(x[s:s + batch_size].to(device)).global_feat
-                      for s in range(0, len(x), batch_size)])
-
-
-def _fixed_stack(ds: CloudSet, idx, k, d, seed: int) -> torch.Tensor:
-    return _gather(ds, idx, k, d, np.random.default_rng(seed))
-
-
-def finetune_classification(
-    backbone: Backbone,
-    train: CloudSet,
-    test: CloudSet,
-    mode: str = "finetune",
-    fraction: float = 1.0,
-    *,
-    epochs: int = 100,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    seed: int = 0,
-    num_points: int = 1024,
-    min_steps: int = 0,
-    val_fraction: float = 0.0,
-    augment: bool = True,
-    device=None,
-    log=print,
-    return_model: bool = False,
-):
-    """Train a classifier on a stratified ``fraction`` of ``train``; test on all of ``test``.
-
-    min_steps lengthens training (more epochs) so that tiny fractions still get that many
-    optimiser steps; the epochs actually run are reported. Returns a dict with task, mode,
-    fraction, n_labeled, accuracy, class_mean_accuracy (last epoch), epochs, seconds (and
-    ``selected`` when val_fraction > 0); with return_model, ``(dict, (backbone, head))``.
-    """
-    t0 = time.perf_counter()
-    fraction = parse_fraction(fraction)
-    dev = _device(device)
-    _check_inputs(backbone, train, test)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    d = _in_dim(backbone)
-    labeled = stratified_fraction(train.labels, fraction, seed)
-    tr_idx, va_idx = labeled, np.array([], dtype=np.int64)
-    if val_fraction > 0:
-        pos_tr, pos_va = _carve_val(train.labels[labeled], val_fraction, seed)
-        tr_idx, va_idx = labeled[pos_tr], labeled[pos_va]
-    num_classes = max(train.num_classes, int(test.labels.max()) + 1)
-    bb = _prepare_backbone(backbone, mode, seed).to(dev)
-    head = ClsHead(bb.global_dim, num_classes).to(dev)
-    y_tr = torch.from_numpy(train.labels[tr_idx]).to(dev)
-    x_te = _fixed_stack(test, range(len(test)), num_points, d, seed + 1)
-    x_va = _fixed_stack(train, va_idx, num_points, d, seed + 2) if len(va_idx) else None
-
-    if mode == "fix":
-        f_tr = _global_features(bb, _fixed_stack(train, tr_idx, num_points, d, seed + 3),
-                                batch_size, dev)
-        # Standardise with training statistics: frozen features can be tiny in scale, and
-        # the head's BN running variance (starting at 1) then needs far more steps than a
-        # small label fraction gives to converge, leaving eval-mode predictions constant.
-        mu, sd = f_tr.mean(0), f_tr.std(0, unbiased=False).clamp_min(1e-6)
-        f_tr = (f_tr - mu) / sd
-        f_te = (_global_features(bb, x_te, batch_size, dev) - mu) / sd
-        f_va = (_global_features(bb, x_va, batch_size, dev) - mu) / sd if x_va is not None else None
-        params = list(head.parameters())
-
-        def set_train():
-            head.train()
-
-        def step(idx):
-            return F.cross_entropy(head(f_tr[idx]), y_tr[idx])
-
-        @torch.no_grad()
-        def predict(f):
-            head.eval()
-            return torch.cat([head(f[s:s + 256]).argmax(1) for s in range(0, len(f), 256)])
-
-        def predict_test():
-            return predict(f_te)
-
-        def predict_val():
-            return predict(f_va)
-    else:
-        params = list(bb.parameters()) + list(head.parameters())
-
-        def set_train():
-            bb.train()
-            head.train()
-
-        def step(idx):
-            x = _gather(train, tr_idx[idx], num_points, d, rng)
-            x = (_augment(x, gen) if augment else x).to(dev)
-            return F.cross_entropy(head(bb(x).global_feat), y_tr[idx])
-
-        @torch.no_grad()
-        def predict(x):
-            bb.eval()
-            head.eval()
-            return torch.cat([head(bb(x[s:s + batch_size].to(dev)).global_feat).argmax(1)
-                              for s in range(0, len(x), batch_size)])
-
-        def predict_test():
-            return predict(x_te)
-
-        def predict_val():
-            return predict(x_va)
-
-    best = {"val": -1.0, "epoch": 0, "state": None}
-    modules = nn.ModuleList([bb, head])
-
-    def end_epoch(ep):
-        if not len(va_idx):
-            return None
-        acc = float((predict_val().cpu().numpy() == train.labels[va_idx]).mean())
-        if acc > best["val"]:  # earliest best wins ties: fewer epochs, same evidence
-            best.update(val=acc, epoch=ep + 1,
-                        state={k: v.detach().clone() for k, v in modules.state_dict().items()})
-        return f"val_acc {acc:.4f}"
-
-    ran = _fit(params, len(tr_idx), epochs=epochs, batch_size=batch_size, lr=lr,
-               min_steps=min_steps, rng=rng, step=step, set_train=set_train,
-               end_epoch=end_epoch, log=log)
-    result = {"task": "cls", "mode": mode, "fraction": fraction, "n_labeled": int(len(labeled)),
-              "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)), "n_test": len(test),
-              "backbone": backbone.name,
-              **classification_metrics(predict_test().cpu().numpy(), test.labels)}
-    if best["state"] is not None:
-        last = {k: v.detach().clone() for k, v in modules.state_dict().items()}
-        modules.load_state_dict(best["state"])
-        sel = classification_metrics(predict_test().cpu().numpy(), test.labels)
-        result["selected"] = {"epoch": best["epoch"], "val_accuracy": best["val"], **sel}
-        modules.load_state_dict(last)
-    result.update(epochs=ran, num_points=num_points, augment=augment and mode != "fix",
-                  batch_size=batch_size, lr=lr, seed=seed,
-                  seconds=round(time.perf_counter() - t0, 2))
-    return (result, (bb, head)) if return_model else result
-
-
-# ----------------------------------------------------------------------------- part segmentation
-
-
-def default_category_parts(train: CloudSet) -> dict[int, list[int]]:
+def default_category_parts(train) -> dict[int, list[int]]:
     """Category index -> global part ids: the ShapeNetPart or synthetic table when the class
     names match one, else the part ids seen per category in ``train`` (pass the full split)."""
     names = list(train.class_names or [])
     if names:
-        from pointssl.data import shapenetpart
+        from pointssl.data.datasets.shapenetpart import CATEGORY_PARTS
 
-        tables = [shapenetpart.CATEGORY_PARTS]
+        tables = [CATEGORY_PARTS]
         try:
-            from pointssl.data import synthetic
+            from pointssl.data.synthetic import CATEGORY_PARTS as SYNTHETIC_PARTS
 
-            tables.append(synthetic.CATEGORY_PARTS)
+            tables.append(SYNTHETIC_PARTS)
         except ImportError:  # pragma: no cover - synthetic data is optional here
             pass
         for table in tables:
@@ -427,26 +366,246 @@ def default_category_parts(train: CloudSet) -> dict[int, list[int]]:
     return {c: sorted(s) for c, s in seen.items()}
 
 
-def finetune_partseg(
-    backbone: Backbone,
-    train: CloudSet,
-    test: CloudSet,
-    mode: str = "finetune",
-    fraction: float = 1.0,
-    *,
-    epochs: int = 100,
-    batch_size: int = 16,
-    lr: float = 1e-3,
-    seed: int = 0,
-    num_points: int = 2048,
-    test_points: int | None = None,
-    min_steps: int = 0,
-    category_parts: Mapping[int, list[int]] | None = None,
-    augment: bool = True,
-    device=None,
-    log=print,
-    return_model: bool = False,
-):
+class PartSegTask:
+    """Part segmentation: [point feature, global feature, category one-hot] ->
+    SegmentationHead -> cross-entropy over all parts (as PointNet/DGCNN); predictions are
+    restricted to the shape category's parts; ShapeNetPart mIoUs."""
+
+    name = "partseg"
+    per_point = True
+
+    def __init__(self, train, test, *, num_points: int = 2048, test_points: int | None = None,
+                 category_parts: Mapping[int, list[int]] | None = None):
+        if train.parts is None or test.parts is None:
+            raise PointSSLError("part segmentation needs per-point part labels in train and "
+                                "test")
+        self.train, self.test = train, test
+        self.num_points, self.test_points = num_points, test_points
+        self.cat_parts = {int(k): list(v) for k, v in
+                          (category_parts or default_category_parts(train)).items()}
+        missing = sorted(set(np.unique(test.labels).tolist()) - set(self.cat_parts))
+        if missing:
+            raise PointSSLError(f"test categories {missing} have no part list")
+        self.num_parts = max(max(v) for v in self.cat_parts.values()) + 1
+        self.num_cats = max(len(train.class_names or []), max(self.cat_parts) + 1)
+        for name, ds in (("train", train), ("test", test)):
+            hi = max(int(p.max()) for p in ds.parts)
+            if hi >= self.num_parts:
+                raise PointSSLError(f"{name} has part id {hi} but the part table stops at "
+                                    f"{self.num_parts - 1}")
+
+    def split(self, labeled: np.ndarray, seed: int):
+        return labeled, np.array([], dtype=np.int64)
+
+    def split_sizes(self, tr_idx, va_idx) -> dict:
+        return {}
+
+    def make_head(self, bb) -> nn.Module:
+        return SegmentationHead(bb.point_dim, bb.global_dim, [256, 128], self.num_parts,
+                                num_categories=self.num_cats, dropout=0.5)
+
+    def sample(self, items, d: int, rng):
+        return _gather(self.train, items, self.num_points, d, rng, with_parts=True)
+
+    def loss(self, head, out, category, target) -> torch.Tensor:
+        logits = head(out.point_feat, out.global_feat, category, getattr(out, "offset", None))
+        return F.cross_entropy(logits.reshape(-1, self.num_parts), target.reshape(-1))
+
+    @torch.no_grad()
+    def evaluate(self, model: _Model, seed: int, batch_size: int) -> dict:
+        """Category-restricted predictions per test shape; equal-size shapes are batched."""
+        model.eval()
+        test, d = self.test, _in_dim(model.bb)
+        dev = next(model.head.parameters()).device
+        rng = np.random.default_rng(seed + 1)
+        sel = [subsample_indices(len(p), self.test_points, rng) for p in test.points]
+        by_size: dict[int, list[int]] = {}
+        for i, s in enumerate(sel):
+            by_size.setdefault(len(s), []).append(i)
+        preds: list = [None] * len(test)
+        for group in by_size.values():
+            for s in range(0, len(group), batch_size):
+                chunk = group[s:s + batch_size]
+                x = torch.from_numpy(np.stack([_cloud(test, i, d)[sel[i]] for i in chunk])
+                                     .astype(np.float32)).to(dev)
+                out = model.features(x)
+                logits = model.head(out.point_feat, out.global_feat,
+                                    torch.from_numpy(test.labels[chunk]).to(dev))
+                for j, i in enumerate(chunk):
+                    preds[i] = restricted_argmax(logits[j],
+                                                 self.cat_parts[int(test.labels[i])]).cpu()
+        targets = [test.parts[i][s] for i, s in enumerate(sel)]
+        return partseg_metrics([p.numpy() for p in preds], targets, test.labels,
+                               self.cat_parts, test.class_names or None)
+
+    def settings(self) -> dict:
+        return {"num_points": self.num_points, "test_points": self.test_points}
+
+
+# ----------------------------------------------------------------------------- the protocol
+
+
+class Protocol:
+    """One task x one regime x one label fraction: prepare, train (one loop), report."""
+
+    def __init__(self, task, regime: Regime, *, epochs: int = 100, batch_size: int = 32,
+                 lr: float = 1e-3, seed: int = 0, min_steps: int = 0, augment: bool = True,
+                 device=None, log=print):
+        self.task, self.regime = task, regime
+        self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, lr, seed
+        self.min_steps, self.augment, self.log = min_steps, augment, log
+        self.device = resolve_device(device)
+
+    def run(self, backbone, fraction, return_model: bool = False):
+        t0 = time.perf_counter()
+        task, seed, dev = self.task, self.seed, self.device
+        fraction = parse_fraction(fraction)
+        _check_inputs(backbone, task.train, task.test)
+        torch.manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        labeled = stratified_fraction(task.train.labels, fraction, seed)
+        self.tr_idx, self.va_idx = task.split(labeled, seed)
+        bb = self.regime.prepare(backbone, seed).to(dev)
+        model = self.model = _Model(bb, task.make_head(bb).to(dev), self.regime)
+        self.cache = self._freeze() if self.regime.precomputes else None
+        ran, selected = self.fit()
+        result = {"task": task.name, "mode": self.regime.name, "fraction": fraction,
+                  "n_labeled": int(len(labeled)), **task.split_sizes(self.tr_idx, self.va_idx)}
+        result.update(n_test=len(task.test), backbone=backbone.name,
+                      **task.evaluate(model, seed, self.batch_size))
+        if selected is not None:
+            result["selected"] = selected
+        result.update(epochs=ran, **task.settings(),
+                      augment=self.regime.augments(self.augment), batch_size=self.batch_size,
+                      lr=self.lr, seed=seed, seconds=round(time.perf_counter() - t0, 2))
+        return (result, (bb, model.head)) if return_model else result
+
+    def _freeze(self):
+        """Frozen features of the labelled training shapes (one fixed sample each), fit the
+        standardisation on them; returns (features, categories, targets) when they fit in
+        memory, else None (then each batch recomputes them)."""
+        task, model, bs, dev = self.task, self.model, self.batch_size, self.device
+        items = self.tr_idx
+        rng = np.random.default_rng(self.seed + 3)
+        cache = not task.per_point or \
+            len(items) * task.num_points * (model.bb.point_dim + 1) * 4 <= _PRECOMPUTE_BYTES
+        gf, pf, ys = [], [], []
+        moments = [0.0, 0.0, 0]
+        with torch.no_grad():
+            for s in range(0, len(items), bs):
+                x, y = task.sample(items[s:s + bs], _in_dim(model.bb), rng)
+                out = model.bb(x.to(dev))
+                gf.append(out.global_feat)
+                if cache:
+                    ys.append(y)
+                    if task.per_point:
+                        pf.append(out.point_feat)
+                else:
+                    p = out.point_feat.reshape(-1, out.point_feat.shape[-1]).double()
+                    moments = [moments[0] + p.sum(0), moments[1] + (p * p).sum(0),
+                               moments[2] + len(p)]
+        gf = torch.cat(gf)
+        model.scale_global = FeatureScaler.fit(gf)
+        if task.per_point:
+            model.scale_point = (FeatureScaler.fit(torch.cat(pf)) if cache else
+                                 FeatureScaler.fit_moments(*moments, dtype=gf.dtype))
+        if not cache:
+            return None
+        out = model.standardise(BackboneOutput(gf, torch.cat(pf) if pf else None))
+        cats = torch.from_numpy(task.train.labels[items]).to(dev)
+        return out, cats, torch.cat(ys).to(dev)
+
+    def _batch_loss(self, idx: np.ndarray) -> torch.Tensor:
+        task, model = self.task, self.model
+        if self.cache is not None:
+            out, cats, target = self.cache
+            pf = out.point_feat[idx] if out.point_feat is not None else None
+            return task.loss(model.head, BackboneOutput(out.global_feat[idx], pf), cats[idx],
+                             target[idx])
+        items = self.tr_idx[idx]
+        x, target = task.sample(items, _in_dim(model.bb), self.rng)
+        if self.regime.augments(self.augment):
+            x = _augment(x, self.gen)
+        cats = torch.from_numpy(task.train.labels[items]).to(self.device)
+        return task.loss(model.head, model.features(x.to(self.device)), cats,
+                         target.to(self.device))
+
+    def fit(self):
+        """Adam + per-step cosine decay over the training items. Returns (epochs run,
+        the validation-selected epoch's test metrics or None)."""
+        n, bs, model = len(self.tr_idx), self.batch_size, self.model
+        if n < 2:
+            raise PointSSLError(f"fine-tuning needs at least 2 labelled training shapes, "
+                                f"got {n}")
+        spe = len(_batches(n, bs, np.random.default_rng(0)))
+        epochs = max(int(self.epochs), math.ceil(self.min_steps / spe) if self.min_steps else 0)
+        if epochs < 1:
+            raise PointSSLError(f"epochs must be >= 1, got {epochs}")
+        opt = torch.optim.Adam(model.params(), lr=self.lr, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * spe,
+                                                           eta_min=self.lr / 100)
+        modules = nn.ModuleList([model.bb, model.head])
+        best = {"val": -1.0, "epoch": 0, "state": None}
+        for ep in range(epochs):
+            model.train()
+            total, count = 0.0, 0
+            for idx in _batches(n, bs, self.rng):
+                loss = self._batch_loss(idx)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+            msg = f"epoch {ep + 1}/{epochs} loss {total / max(count, 1):.4f}"
+            if len(self.va_idx):
+                acc = self.task.val_accuracy(model, self.va_idx, self.seed, bs)
+                if acc > best["val"]:  # earliest best wins ties: fewer epochs, same evidence
+                    best.update(val=acc, epoch=ep + 1, state=_clone(modules.state_dict()))
+                msg += f" val_acc {acc:.4f}"
+            if self.log is not None:
+                self.log(msg)
+        if best["state"] is None:
+            return epochs, None
+        last = _clone(modules.state_dict())
+        modules.load_state_dict(best["state"])
+        sel = self.task.evaluate(model, self.seed, bs)
+        modules.load_state_dict(last)
+        return epochs, {"epoch": best["epoch"], "val_accuracy": best["val"], **sel}
+
+
+def _clone(state: dict) -> dict:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def finetune_classification(backbone, train, test, mode: str = "finetune",
+                            fraction: float = 1.0, *, epochs: int = 100, batch_size: int = 32,
+                            lr: float = 1e-3, seed: int = 0, num_points: int = 1024,
+                            min_steps: int = 0, val_fraction: float = 0.0, augment: bool = True,
+                            device=None, log=print, return_model: bool = False):
+    """Train a classifier on a stratified ``fraction`` of ``train``; test on all of ``test``.
+
+    min_steps lengthens training (more epochs) so that tiny fractions still get that many
+    optimiser steps; the epochs actually run are reported. Returns a dict with task, mode,
+    fraction, n_labeled, accuracy, class_mean_accuracy (last epoch), epochs, seconds (and
+    ``selected`` when val_fraction > 0); with return_model, ``(dict, (backbone, head))``.
+    """
+    regime = get_regime(mode)
+    task = ClassificationTask(train, test, num_points=num_points, val_fraction=val_fraction)
+    return Protocol(task, regime, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                    min_steps=min_steps, augment=augment, device=device,
+                    log=log).run(backbone, fraction, return_model)
+
+
+def finetune_partseg(backbone, train, test, mode: str = "finetune", fraction: float = 1.0, *,
+                     epochs: int = 100, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
+                     num_points: int = 2048, test_points: int | None = None,
+                     min_steps: int = 0, category_parts: Mapping[int, list[int]] | None = None,
+                     augment: bool = True, device=None, log=print, return_model: bool = False):
     """Part segmentation on a stratified ``fraction`` of ``train``, tested on ``test``.
 
     Training samples ``num_points`` per shape; testing uses every point of each test shape
@@ -455,110 +614,12 @@ def finetune_partseg(
     Returns task, mode, fraction, n_labeled, accuracy, instance_miou, class_miou,
     per_category, epochs, seconds (last epoch's numbers).
     """
-    t0 = time.perf_counter()
-    fraction = parse_fraction(fraction)
-    if train.parts is None or test.parts is None:
-        raise PointSSLError("part segmentation needs per-point part labels in train and test")
-    dev = _device(device)
-    _check_inputs(backbone, train, test)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    d = _in_dim(backbone)
-    cat_parts = {int(k): list(v) for k, v in
-                 (category_parts or default_category_parts(train)).items()}
-    missing = sorted(set(np.unique(test.labels).tolist()) - set(cat_parts))
-    if missing:
-        raise PointSSLError(f"test categories {missing} have no part list")
-    num_parts = max(max(v) for v in cat_parts.values()) + 1
-    num_cats = max(len(train.class_names or []), max(cat_parts) + 1)
-    for name, ds in (("train", train), ("test", test)):
-        hi = max(int(p.max()) for p in ds.parts)
-        if hi >= num_parts:
-            raise PointSSLError(f"{name} has part id {hi} but the part table stops at "
-                                f"{num_parts - 1}")
-
-    labeled = stratified_fraction(train.labels, fraction, seed)
-    bb = _prepare_backbone(backbone, mode, seed).to(dev)
-    head = SegHead(bb.point_dim, bb.global_dim, num_cats, num_parts).to(dev)
-    cats_tr = torch.from_numpy(train.labels[labeled]).to(dev)
-
-    cache = None
-    if mode == "fix":
-        n = len(labeled) * num_points * (bb.point_dim + 1)
-        if n * 4 <= _PRECOMPUTE_BYTES:
-            x, y = _gather(train, labeled, num_points, d, np.random.default_rng(seed + 3), True)
-            pf, gf = [], []
-            with torch.no_grad():
-                for s in range(0, len(x), batch_size):
-                    out = bb(x[s:s + batch_size].to(dev))
-                    pf.append(out.point_feat)
-                    gf.append(out.global_feat)
-            cache = (torch.cat(pf), torch.cat(gf), y.to(dev))
-        params = list(head.parameters())
-
-        def set_train():
-            head.train()
-    else:
-        params = list(bb.parameters()) + list(head.parameters())
-
-        def set_train():
-            bb.train()
-            head.train()
-
-    def step(idx):
-        if cache is not None:
-            pf, gf, y = cache[0][idx], cache[1][idx], cache[2][idx]
-        else:
-            x, y = _gather(train, labeled[idx], num_points, d, rng, True)
-            if mode != "fix" and augment:
-                x = _augment(x, gen)
-            with torch.set_grad_enabled(mode != "fix"):
-                out = bb(x.to(dev))
-            pf, gf, y = out.point_feat, out.global_feat, y.to(dev)
-        logits = head(pf, gf, cats_tr[idx])
-        return F.cross_entropy(logits.reshape(-1, num_parts), y.reshape(-1))
-
-    ran = _fit(params, len(labeled), epochs=epochs, batch_size=batch_size, lr=lr,
-               min_steps=min_steps, rng=rng, step=step, set_train=set_train, end_epoch=None,
-               log=log)
-    preds, targets = _predict_partseg(bb, head, test, cat_parts, test_points, batch_size, d,
-                                      dev, seed + 1)
-    m = partseg_metrics(preds, targets, test.labels, cat_parts,
-                        test.class_names or None)
-    result = {"task": "partseg", "mode": mode, "fraction": fraction,
-              "n_labeled": int(len(labeled)), "n_test": len(test), "backbone": backbone.name,
-              **m, "epochs": ran, "num_points": num_points, "test_points": test_points,
-              "augment": augment and mode != "fix", "batch_size": batch_size, "lr": lr,
-              "seed": seed, "seconds": round(time.perf_counter() - t0, 2)}
-    return (result, (bb, head)) if return_model else result
-
-
-@torch.no_grad()
-def _predict_partseg(bb, head, test, cat_parts, test_points, batch_size, d, dev, seed):
-    """Category-restricted predictions per test shape; equal-size shapes are batched."""
-    bb.eval()
-    head.eval()
-    rng = np.random.default_rng(seed)
-    sel = [_sample_idx(len(p), test_points, rng) for p in test.points]
-    by_size: dict[int, list[int]] = {}
-    for i, s in enumerate(sel):
-        by_size.setdefault(len(s), []).append(i)
-    preds: list = [None] * len(test)
-    for group in by_size.values():
-        for s in range(0, len(group), batch_size):
-            chunk = group[s:s + batch_size]
-            x = torch.from_numpy(np.stack([_cloud(test, i, d)[sel[i]] for i in chunk])
-                                 .astype(np.float32)).to(dev)
-            cats = torch.from_numpy(test.labels[chunk]).to(dev)
-            out = bb(x)
-            logits = head(out.point_feat, out.global_feat, cats)
-            for j, i in enumerate(chunk):
-                preds[i] = restricted_argmax(logits[j], cat_parts[int(test.labels[i])]).cpu()
-    return [p.numpy() for p in preds], [test.parts[i][s] for i, s in enumerate(sel)]
-
-
-# ----------------------------------------------------------------------------- dispatcher
+    regime = get_regime(mode)
+    task = PartSegTask(train, test, num_points=num_points, test_points=test_points,
+                       category_parts=category_parts)
+    return Protocol(task, regime, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                    min_steps=min_steps, augment=augment, device=device,
+                    log=log).run(backbone, fraction, return_model)
 
 
 def run_finetune(
@@ -566,8 +627,8 @@ def run_finetune(
     mode: str,
     fraction,
     *,
-    train: CloudSet,
-    test: CloudSet,
+    train,
+    test,
     checkpoint=None,
     backbone_name: str | None = None,
     backbone_config: dict | None = None,
@@ -583,8 +644,7 @@ def run_finetune(
     ``scratch`` up to the initialisation seed)."""
     if task not in TASKS:
         raise PointSSLError(f"unknown fine-tuning task {task!r}; choose one of {TASKS}")
-    if mode not in MODES:
-        raise PointSSLError(f"unknown fine-tuning mode {mode!r}; choose one of {MODES}")
+    get_regime(mode)
     meta = {}
     if random_init and checkpoint is not None:
         raise PointSSLError("random_init and a checkpoint exclude each other")

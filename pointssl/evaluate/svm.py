@@ -1,4 +1,5 @@
 """Linear-SVM protocol (OcCo / ConClu): standardise, pick C by k-fold CV on train, fit, test.
+:func:`svm_eval` runs it on a backbone's frozen global features.
 
 `LinearSVM` solves exactly the objective of ``sklearn.svm.LinearSVC(penalty='l2',
 loss='squared_hinge', multi_class='ovr', fit_intercept=True, intercept_scaling=1)``:
@@ -31,6 +32,8 @@ import warnings
 import numpy as np
 import torch
 
+from pointssl.evaluate.features import extract_features
+
 # Half-decade grid for standardised 1024-d features. Measured CV accuracy on random-PointNet
 # ModelNet40 features peaks at 0.01-0.03 and already falls at 0.1; larger C costs most
 # (CG work grows with C), so the grid stops at 0.1.
@@ -42,6 +45,7 @@ __all__ = [
     "linear_svm_protocol",
     "select_C",
     "standardize",
+    "svm_eval",
     "svm_objective",
 ]
 
@@ -416,3 +420,21 @@ def linear_svm_protocol(train_X, train_y, test_X, test_y, Cs=None, folds: int = 
         "select_seconds": t1 - t0,
         "fit_seconds": t2 - t1,
     }
+
+
+def svm_eval(backbone, train, test, *, seed=0, folds=5, Cs=None, num_points=None,
+             batch_size=32, device=None, keep_features=False) -> dict:
+    """The linear-SVM protocol for one backbone: frozen global features of ``train`` and
+    ``test`` (feature seeds ``seed`` and ``seed + 1``), then :func:`linear_svm_protocol`.
+    ``keep_features`` adds ``test_features`` and ``test_labels``."""
+    t0 = time.time()
+    xtr, ytr = extract_features(backbone, train, num_points=num_points, batch_size=batch_size,
+                                device=device, seed=seed)
+    xte, yte = extract_features(backbone, test, num_points=num_points, batch_size=batch_size,
+                                device=device, seed=seed + 1)
+    feat_s = time.time() - t0
+    res = linear_svm_protocol(xtr, ytr, xte, yte, Cs=Cs, folds=folds, seed=seed)
+    res.update(feature_seconds=round(feat_s, 2), total_seconds=round(time.time() - t0, 2))
+    if keep_features:
+        res["test_features"], res["test_labels"] = xte, yte
+    return res

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from pointssl.data.transforms import Compose, HalfSpaceCrop, Jitter, RandomSample, RotateUp
+from pointssl.heads import PredictionHead, ProjectionHead
 from pointssl.losses.clustering import SwappedClustering
 from pointssl.losses.contrastive import SymmetricNegativeCosine
-from pointssl.methods.base import Method, OptimConfig
+from pointssl.methods.base import METHODS, Method, OptimConfig
 
 
 @dataclass
@@ -40,29 +40,16 @@ class ConCluConfig(OptimConfig):
     clustering: bool = True  # False = contrasting only (Table 3 ablation)
 
 
-def projector(c_in: int, hidden: int, out: int) -> nn.Sequential:
-    """g: three FC layers each followed by BN, LeakyReLU after all but the last."""
-    return nn.Sequential(
-        nn.Linear(c_in, hidden, bias=False), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2, True),
-        nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2, True),
-        nn.Linear(hidden, out, bias=False), nn.BatchNorm1d(out),
-    )
-
-
-def predictor(dim: int, hidden: int) -> nn.Sequential:
-    """q: Linear(512) + BN + LeakyReLU, then Linear back to dim."""
-    return nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden),
-                         nn.LeakyReLU(0.2, True), nn.Linear(hidden, dim))
-
-
+@METHODS.register("conclu")
 class ConClu(Method):
     name = "conclu"
+    config_class = ConCluConfig
 
     def __init__(self, backbone, cfg: ConCluConfig | None = None):
         cfg = cfg or ConCluConfig()
         super().__init__(backbone, cfg)
-        self.g = projector(backbone.global_dim, cfg.proj_hidden, cfg.proj_dim)
-        self.q = predictor(cfg.proj_dim, cfg.pred_hidden)
+        self.g = ProjectionHead(backbone.global_dim, cfg.proj_hidden, cfg.proj_dim)  # Sec. 3.2
+        self.q = PredictionHead(cfg.proj_dim, cfg.pred_hidden)
         self.contrast = SymmetricNegativeCosine()
         self.cluster = SwappedClustering(cfg.proj_dim, cfg.num_prototypes, cfg.tau,
                                          cfg.sinkhorn_eps, cfg.sinkhorn_iters, cfg.orth_weight)
@@ -70,6 +57,11 @@ class ConClu(Method):
         self.augment = Compose(HalfSpaceCrop(cfg.crop_keep), RandomSample(cfg.num_points),
                                RotateUp(cfg.rotate_degrees, cfg.up_axis),
                                Jitter(cfg.jitter_sigma, cfg.jitter_clip))
+
+    @classmethod
+    def test_config(cls) -> dict:
+        return {"num_points": 32, "proj_hidden": 32, "proj_dim": 16, "pred_hidden": 8,
+                "num_prototypes": 4}
 
     def make_views(self, sample: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
         pts = np.asarray(sample["points"][:, :3], dtype=np.float32)

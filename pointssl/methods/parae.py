@@ -4,20 +4,17 @@ learning discrete generative models")."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from pointssl.backbones.base import Backbone
-from pointssl.backbones.pointnet import PointwiseMLP
 from pointssl.data.transforms import RandomSample
 from pointssl.errors import DataError, PointSSLError
+from pointssl.heads import SegmentationHead
 from pointssl.losses.gmm import GMMLikelihoodLoss
-from pointssl.methods.base import Method, OptimConfig
+from pointssl.methods.base import METHODS, Method, OptimConfig
 
 
 @dataclass
@@ -36,38 +33,6 @@ class ParAEConfig(OptimConfig):
     head_channels: str = "512,256,128"  # not stated: PointNet/DGCNN-style segmentation head MLP
 
 
-class SegHead(nn.Module):
-    """Point-wise classifier on [per-point feature, broadcast global feature] -> J logits.
-
-    The first layer W [f_i, g] = W_p f_i + W_g g is computed without materialising the
-    broadcast (B, N, C) global tensor: W_g g is one product per shape (same maths and
-    parameter count as a Linear on the concatenation; ~4x fewer FLOPs in that layer with
-    PointNet).
-    """
-
-    def __init__(self, point_dim: int, global_dim: int, channels: list[int], num_out: int):
-        super().__init__()
-        if not channels:
-            raise PointSSLError("the segmentation head needs at least one hidden layer")
-        c0 = channels[0]
-        self.point_proj = nn.Linear(point_dim, c0, bias=False)
-        self.global_proj = nn.Linear(global_dim, c0, bias=False)
-        self.bn0 = nn.BatchNorm1d(c0)
-        self.mlp = nn.Sequential(*(PointwiseMLP(a, b)
-                                   for a, b in zip(channels[:-1], channels[1:], strict=True)))
-        self.out = nn.Linear(channels[-1], num_out)
-
-    def hidden(self, point_feat: torch.Tensor, global_feat: torch.Tensor) -> torch.Tensor:
-        """Last hidden per-point features (B, N, channels[-1])."""
-        b, n, _ = point_feat.shape
-        x = self.point_proj(point_feat) + self.global_proj(global_feat).unsqueeze(1)
-        x = torch.relu(self.bn0(x.reshape(b * n, -1))).reshape(b, n, -1)
-        return self.mlp(x)
-
-    def forward(self, point_feat: torch.Tensor, global_feat: torch.Tensor) -> torch.Tensor:
-        return self.out(self.hidden(point_feat, global_feat))
-
-
 def parse_channels(spec: str) -> list[int]:
     try:
         return [int(c) for c in str(spec).replace("-", ",").split(",") if c.strip()]
@@ -76,24 +41,29 @@ def parse_channels(spec: str) -> list[int]:
             from None
 
 
+@METHODS.register("parae")
 class ParAE(Method):
     """Any backbone + a segmentation head; loss = NLL of the points under ξ(P, S) (Eq. 11).
 
     The exported feature is the backbone's global feature (max-pool, Sec. 4.1); the head and
-    Θ are discarded after pre-training. The method's state_dict carries a small extra entry
-    (backbone name/config + this config, as JSON bytes) so a training checkpoint alone
-    rebuilds the full model, e.g. for ``pointssl.viz.gmm.viz_gmm_from_checkpoint``.
+    Θ are discarded after pre-training. A training checkpoint rebuilds the full model with
+    ``pointssl.methods.load_method`` (e.g. for ``pointssl.viz.gmm``).
     """
 
     name = "parae"
+    config_class = ParAEConfig
 
     def __init__(self, backbone: Backbone, cfg: ParAEConfig | None = None):
         cfg = cfg or ParAEConfig()
         super().__init__(backbone, cfg)
-        self.head = SegHead(backbone.point_dim, backbone.global_dim,
-                            parse_channels(cfg.head_channels), cfg.num_components)
+        self.head = SegmentationHead(backbone.point_dim, backbone.global_dim,
+                                     parse_channels(cfg.head_channels), cfg.num_components)
         self.gmm_loss = GMMLikelihoodLoss(cfg.eps)
         self.sample = RandomSample(cfg.num_points)
+
+    @classmethod
+    def test_config(cls) -> dict:
+        return {"num_points": 32, "num_components": 4, "head_channels": "16"}
 
     def make_views(self, sample: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
         pts = np.asarray(sample["points"])
@@ -105,7 +75,7 @@ class ParAE(Method):
     def logits(self, points: torch.Tensor):
         """(backbone output, S (B, N, J)) for points (B, N, 3)."""
         out = self.backbone(points)
-        return out, self.head(out.point_feat, out.global_feat)
+        return out, self.head(out.point_feat, out.global_feat, offset=out.offset)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         points = batch["points"]
@@ -113,26 +83,3 @@ class ParAE(Method):
         res = self.gmm_loss(points, s)
         return {"loss": res["nll"], "nll": res["nll"].detach(), "min_pi": res["min_pi"],
                 "embedding": out.global_feat.detach()}
-
-    # A uint8 tensor survives any tensor-wise processing of the state_dict (detach, .cpu()).
-    def get_extra_state(self) -> torch.Tensor:
-        meta = {"method": self.name, "backbone": self.backbone.name,
-                "backbone_config": dict(self.backbone.config),
-                "config": dataclasses.asdict(self.cfg)}
-        return torch.tensor(list(json.dumps(meta).encode()), dtype=torch.uint8)
-
-    def set_extra_state(self, state) -> None:
-        pass  # the weights define the model; the metadata is only read by rebuild tools
-
-
-def method_meta(state_dict: dict) -> dict | None:
-    """The JSON metadata ParAE stores in its state_dict, or None if absent."""
-    for key, val in state_dict.items():
-        if key.split(".")[-1] == "_extra_state" and key.count(".") <= 2 and torch.is_tensor(val):
-            try:
-                meta = json.loads(bytes(val.to(torch.uint8).tolist()).decode())
-            except (ValueError, UnicodeDecodeError):
-                continue
-            if isinstance(meta, dict) and meta.get("method") == ParAE.name:
-                return meta
-    return None

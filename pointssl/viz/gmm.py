@@ -4,8 +4,6 @@ point in 3-D versus in learned point-feature space."""
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 
 from pointssl.errors import PointSSLError
 from pointssl.losses.gmm import fit_gmm
+from pointssl.utils import atomic_path, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +26,8 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    """Write a PNG atomically: temp file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -121,7 +112,7 @@ def viz_gmm(backbone_or_method, head_or_none, points: np.ndarray, out_dir, name:
         feats = out.point_feat
         logits = None
         if head is not None:
-            feats = head.hidden(out.point_feat, out.global_feat)
+            feats = head.hidden(out.point_feat, out.global_feat, offset=out.offset)
             logits = head.out(feats)
     finally:
         for m, t in zip(modules, modes, strict=True):
@@ -180,47 +171,16 @@ def _save_close(plt, fig, path, top=0.93):
         plt.close(fig)
 
 
-def _strip_prefixes(state: dict) -> dict:
-    """Drop DDP ('module.') and torch.compile ('_orig_mod.') wrappers from the keys."""
-    out = {}
-    for k, v in state.items():
-        while k.startswith(("module.", "_orig_mod.")):
-            k = k.split(".", 1)[1]
-        out[k] = v
-    return out
-
-
 def load_parae(ckpt_path, map_location="cpu"):
-    """Rebuild a ParAE method from a training checkpoint (dict with "model" = its state_dict)."""
-    return _parae_from_blob(_load(ckpt_path, map_location), ckpt_path)
+    """The ParAE method (head included) of a training checkpoint (``checkpoints/last.pt``)."""
+    from pointssl.methods import load_method
+    from pointssl.methods.parae import ParAE
 
-
-def _parae_from_blob(blob, ckpt_path):
-    from pointssl.backbones import build_backbone
-    from pointssl.methods.parae import ParAE, ParAEConfig, method_meta
-
-    state = blob.get("model") if isinstance(blob, dict) else None
-    if not isinstance(state, dict):
-        raise PointSSLError(f"{ckpt_path}: not a training checkpoint (no 'model' state_dict)")
-    state = _strip_prefixes(state)
-    meta = method_meta(state)
-    if meta is None:
-        raise PointSSLError(f"{ckpt_path}: not a ParAE training checkpoint (no ParAE metadata)")
-    known = {f for f in ParAEConfig.__dataclass_fields__}
-    cfg = ParAEConfig(**{k: v for k, v in meta["config"].items() if k in known})
-    method = ParAE(build_backbone(meta["backbone"], **meta["backbone_config"]), cfg)
-    method.load_state_dict(state)
+    method = load_method(ckpt_path, map_location=map_location)
+    if not isinstance(method, ParAE):
+        raise PointSSLError(f"{ckpt_path}: a {method.name} checkpoint, not ParAE's (the GMM "
+                            "figure needs ParAE's head)")
     return method
-
-
-def _load(path, map_location):
-    path = Path(path)
-    if not path.is_file():
-        raise PointSSLError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise PointSSLError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
 
 
 def viz_gmm_from_checkpoint(ckpt_path, points: np.ndarray, out_dir, name: str | None = None,
@@ -228,16 +188,15 @@ def viz_gmm_from_checkpoint(ckpt_path, points: np.ndarray, out_dir, name: str | 
     """``viz_gmm`` from a file: a ParAE training checkpoint (``checkpoints/last.pt``: both
     figures) or an exported ``backbone.pt`` (no head, so no Θ: only the feature-distance
     figure, and a warning says the ellipsoids were skipped). kwargs go to ``viz_gmm``."""
-    from pointssl.backbones import load_backbone
+    from pointssl.backbones import FORMAT, load_backbone
 
     ckpt_path = Path(ckpt_path)
     name = name or ckpt_path.stem
-    blob = _load(ckpt_path, "cpu")
-    if isinstance(blob, dict) and blob.get("format") == "pointssl-backbone/1":
+    if load_checkpoint(ckpt_path).get("format") == FORMAT:
         backbone, _ = load_backbone(ckpt_path)
         msg = (f"{ckpt_path.name} holds only the backbone (no ParAE head, so no GMM): "
                "ellipsoids skipped; use the run's checkpoints/last.pt for them")
         log.warning(msg)
         kwargs.setdefault("note", msg)
         return viz_gmm(backbone, None, points, out_dir, name, **kwargs)
-    return viz_gmm(_parae_from_blob(blob, ckpt_path), None, points, out_dir, name, **kwargs)
+    return viz_gmm(load_parae(ckpt_path), None, points, out_dir, name, **kwargs)

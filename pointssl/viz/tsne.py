@@ -16,7 +16,7 @@ def tsne_png(panels: dict[str, tuple[np.ndarray, np.ndarray]], class_names: list
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
 
-    from pointssl.engine.io import atomic_path
+    from pointssl.utils import atomic_path
 
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5.5), squeeze=False)
     cmap = plt.get_cmap("tab20")

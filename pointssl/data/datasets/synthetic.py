@@ -1,0 +1,17 @@
+"""The built-in synthetic objects as a registered dataset (``root`` is its cache folder)."""
+
+from __future__ import annotations
+
+from pointssl.data import synthetic
+from pointssl.data.datasets.base import DATASETS
+from pointssl.data.datasets.cloudset import CloudSet
+
+
+@DATASETS.register("synthetic")
+def load(root=None, split="train", num_points=None, seed=0, **options) -> CloudSet:
+    kwargs = {"seed": seed, **options}
+    if num_points is not None:
+        kwargs["num_points"] = num_points
+    if root is not None:
+        kwargs["cache_dir"] = root
+    return synthetic.load_synthetic(split, **kwargs)
