@@ -74,7 +74,7 @@ def as_dataset(data, labels=None):
     unless ``labels`` is given)."""
     if hasattr(data, "__getitem__") and hasattr(data, "points"):
         return data
-    from pointssl.data.dataset import CloudSet
+    from pointssl.data.datasets import CloudSet
 
     clouds = [np.ascontiguousarray(np.asarray(c, dtype=np.float32)[:, :3]) for c in data]
     if not clouds:
@@ -85,7 +85,7 @@ def as_dataset(data, labels=None):
 
 def load_dataset(name: str, root=None, split: str = "train", **options):
     """A registered dataset (``pointssl.data.datasets.DATASETS.names()``) from ``root``."""
-    from pointssl.data.io import load_dataset as load
+    from pointssl.data.datasets import load_dataset as load
 
     return load(name, root, split, **options)
 
@@ -124,14 +124,16 @@ def finetune(backbone, train, test, *, task: str = "cls", mode: str = "finetune"
              fraction=1.0, **options) -> dict:
     """Supervised fine-tuning on a label ``fraction`` of ``train`` in one of the regimes
     ``fix`` / ``finetune`` / ``scratch`` (task ``cls`` or ``partseg``). ``backbone``: a
-    module, a ``backbone.pt`` path, or a backbone name (random init: the protocol's twin)."""
-    from pointssl.evaluate.finetune import run_finetune
+    module, a ``backbone.pt`` path, or a backbone name (a seeded random init: the protocol's
+    random-init twin). ``options``: epochs, batch_size, lr, seed, num_points, device, ..."""
+    from pointssl.backbones.base import BACKBONES
+    from pointssl.evaluate import finetune as ft
 
-    if isinstance(backbone, str) and not backbone.endswith(".pt"):
-        return run_finetune(task, mode, fraction, train=train, test=test, backbone_name=backbone,
-                            random_init=mode != "scratch", **options)
+    if isinstance(backbone, str) and backbone in BACKBONES:
+        return ft.run_finetune(task, mode, fraction, train=train, test=test,
+                               backbone_name=backbone, random_init=mode != "scratch", **options)
     if isinstance(backbone, (str, bytes)) or hasattr(backbone, "__fspath__"):
-        return run_finetune(task, mode, fraction, train=train, test=test, checkpoint=backbone,
-                            **options)
-    return run_finetune(task, mode, fraction, train=train, test=test, backbone=backbone,
-                        **options)
+        return ft.run_finetune(task, mode, fraction, train=train, test=test,
+                               checkpoint=backbone, **options)
+    fn = ft.finetune_classification if task == "cls" else ft.finetune_partseg
+    return fn(backbone, train, test, mode, fraction, **options)

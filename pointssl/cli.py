@@ -190,7 +190,7 @@ def cmd_embed(args) -> int:
 
 # ----------------------------------------------------------------------------- data check
 def cmd_data_check(args) -> int:
-    from pointssl.data.io import check_root
+    from pointssl.data.formats import check_root
 
     n, errors = check_root(args.root)
     for e in errors:
@@ -219,7 +219,22 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _add_model_args(p):
+    p.add_argument("--checkpoint", type=Path, help="an exported backbone.pt")
+    p.add_argument("--backbone", help="with --random-init (or --mode scratch): "
+                   + " | ".join(_names("backbone")))
+    p.add_argument("--random-init", action="store_true",
+                   help="a seeded random-init --backbone: the protocol's baseline twin")
+
+
+def _add_output_args(p):
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from pointssl.evaluate.finetune import MODES, TASKS
+
     ap = argparse.ArgumentParser(prog="pointssl", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
@@ -247,9 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     pe = sub.add_parser("eval", help="evaluation protocols").add_subparsers(dest="proto",
                                                                            required=True)
     s = pe.add_parser("svm", help="linear SVM on frozen global features")
-    s.add_argument("--checkpoint", type=Path)
-    s.add_argument("--backbone", help="with --random-init: " + " | ".join(_names("backbone")))
-    s.add_argument("--random-init", action="store_true")
+    _add_model_args(s)
     _add_data_args(s)
     s.add_argument("--num-points", type=int)
     s.add_argument("--batch-size", type=int, default=16)
@@ -257,18 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--C", help="comma-separated grid of C values for cross-validation")
     s.add_argument("--no-baseline", action="store_true",
                    help="skip the random-init run of the same protocol")
-    s.add_argument("--device", default=None)
-    s.add_argument("--json", action="store_true")
+    _add_output_args(s)
     s.set_defaults(func=cmd_eval_svm)
 
     f = pe.add_parser("finetune", help="supervised fine-tuning with a label fraction")
-    f.add_argument("--task", choices=["cls", "partseg"], required=True)
-    f.add_argument("--mode", choices=["fix", "finetune", "scratch"], required=True)
+    f.add_argument("--task", choices=list(TASKS), required=True)
+    f.add_argument("--mode", choices=list(MODES), required=True)
     f.add_argument("--fraction", type=float, default=1.0, help="labelled fraction (0-1]")
-    f.add_argument("--checkpoint", type=Path)
-    f.add_argument("--backbone", help=" | ".join(_names("backbone")))
-    f.add_argument("--random-init", action="store_true",
-                   help="fix/finetune from a seeded random --backbone: the protocol's baseline")
+    _add_model_args(f)
     _add_data_args(f)
     f.add_argument("--epochs", type=int)
     f.add_argument("--batch-size", type=int)
@@ -277,8 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--min-steps", type=int, help="add epochs until this many optimiser steps")
     f.add_argument("--no-augment", action="store_true",
                    help="finetune/scratch without the scale/shift/jitter augmentation")
-    f.add_argument("--device", default=None)
-    f.add_argument("--json", action="store_true")
+    _add_output_args(f)
     f.set_defaults(func=cmd_eval_finetune)
 
     e = sub.add_parser("embed", help="write global features of a dataset to .npz")

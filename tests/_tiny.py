@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pointssl.backbones.base import Backbone, BackboneOutput
-from pointssl.data.dataset import CloudSet
+from pointssl.data.datasets import CloudSet
 from pointssl.data.views import random_indices
 from pointssl.methods.base import Method, OptimConfig, collate_point_batches
 from pointssl.structures import PointBatch

@@ -100,7 +100,7 @@ def test_views_follow_the_paper_recipe():
 
 
 def test_half_space_crop_keeps_85_percent():
-    from pointssl.data.transforms import HalfSpaceCrop
+    from pointssl.data.views import HalfSpaceCrop
 
     pts = np.random.default_rng(0).normal(size=(1000, 3)).astype(np.float32)
     out = HalfSpaceCrop(0.85)(pts, np.random.default_rng(0))

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pointssl.data.transforms import Compose, HalfSpaceCrop, Jitter, RandomSample, RotateUp
+from pointssl.data.views import HalfSpaceCrop
+from pointssl.data.views.transforms import Compose, Jitter, RandomSample, RotateUp
 from pointssl.heads import PredictionHead, ProjectionHead
 from pointssl.losses.clustering import SwappedClustering
 from pointssl.losses.contrastive import SymmetricNegativeCosine

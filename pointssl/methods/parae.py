@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pointssl.backbones.base import Backbone
-from pointssl.data.transforms import RandomSample
+from pointssl.data.views.transforms import RandomSample
 from pointssl.errors import DataError, PointSSLError
 from pointssl.heads import SegmentationHead
 from pointssl.losses.gmm import GMMLikelihoodLoss
