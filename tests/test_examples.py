@@ -35,4 +35,5 @@ def test_pretrain_on_arrays_then_svm(tmp_path):
 
 def test_custom_backbone_trains_with_a_registered_method(tmp_path):
     out = _run(EXAMPLES / "custom_backbone.py", cwd=tmp_path)
-    assert "embed: (3, 64)" in out and "conclu" in out
+    assert "embed: (3, 64)" in out and "dense: (4, 64) (4, 128, 64)" in out
+    assert "pre-trained 2 steps; exported: tiny_mlp" in out
