@@ -7,6 +7,7 @@ The public surface (each CLI verb is a thin layer over one of these)::
     pointssl.build_backbone(name)           pointssl.build_method(name, backbone, **cfg)
     pointssl.pretrain(method, data, out)    pointssl.load_method(checkpoint)
     pointssl.load_dataset(name, root)       pointssl.linear_svm(backbone, train, test)
+    pointssl.fewshot(backbone, train, test, way=5, shot=10)
     pointssl.finetune(backbone, train, test, task=..., mode=..., fraction=...)
     pointssl.PointBatch                     (the packed-point batch every backbone takes)
 """
@@ -14,7 +15,7 @@ The public surface (each CLI verb is a thin layer over one of these)::
 __version__ = "0.1.0"
 
 _API = ("load_backbone", "build_backbone", "embed", "build_method", "load_method",
-        "as_dataset", "load_dataset", "pretrain", "linear_svm", "finetune")
+        "as_dataset", "load_dataset", "pretrain", "linear_svm", "fewshot", "finetune")
 __all__ = [*_API, "PointBatch", "__version__"]
 
 

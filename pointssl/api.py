@@ -15,7 +15,7 @@ import numpy as np
 from pointssl.errors import PointSSLError
 
 __all__ = ["load_backbone", "build_backbone", "embed", "build_method", "load_method",
-           "as_dataset", "load_dataset", "pretrain", "linear_svm", "finetune"]
+           "as_dataset", "load_dataset", "pretrain", "linear_svm", "fewshot", "finetune"]
 
 
 def build_backbone(name: str, seed: int | None = None, **config):
@@ -118,6 +118,25 @@ def linear_svm(backbone, train, test, *, baseline: bool = True, seed: int = 0, *
                         **options)
         res["random_init_baseline"] = {k: base[k] for k in ("accuracy", "C", "cv_accuracy")}
     return res
+
+
+def fewshot(backbone, train, test, *, way: int | None = None, shot: int | None = None,
+            settings=None, baseline: bool = True, seed: int = 0, **options) -> dict:
+    """N-way K-shot linear SVM on frozen global features: seeded episodes (support from
+    ``train``, 20 queries per class from ``test``), mean ± std per setting. ``settings``: a
+    list of ``(way, shot)`` (default the papers' 5w10s 5w20s 10w10s 10w20s), or one
+    ``way`` and ``shot``, whose numbers then sit at the top of the result. With ``baseline``
+    the seeded random-init twin runs the identical episodes (``"random_init_baseline"``).
+    ``options``: episodes, query, num_points, batch_size, device, C."""
+    from pointssl.evaluate.fewshot import DEFAULT_SETTINGS, fewshot_eval
+
+    if (way is None) != (shot is None) or (way is not None and settings is not None):
+        raise PointSSLError("fewshot: give way and shot together, or settings")
+    one = way is not None
+    res = fewshot_eval(_backbone(backbone), as_dataset(train), as_dataset(test),
+                       settings=((way, shot),) if one else settings or DEFAULT_SETTINGS,
+                       seed=seed, baseline=baseline, **options)
+    return {**res.pop("settings")[0], **res} if one else res
 
 
 def finetune(backbone, train, test, *, task: str = "cls", mode: str = "finetune",

@@ -35,6 +35,41 @@ def _load(args, split: str, num_points: int | None = None):
     return api.load_dataset(args.data, root, split, num_points=num_points, seed=args.seed)
 
 
+def _load_pair(args):
+    """(train, test); a folder with no split is divided by --holdout, else refused."""
+    from pointssl.data.datasets.folder import folder_splits
+    from pointssl.evaluate.splits import holdout_split
+
+    if getattr(args, "holdout", None) is None:
+        return _load(args, "train"), _load(args, "test")
+    if args.data != "folder" or folder_splits(args.root):
+        raise PointSSLError(f"--holdout is for a folder with no train/test split; "
+                            f"{args.root} has its own split: drop --holdout")
+    train, test = holdout_split(_load(args, "all"), args.holdout, seed=args.holdout_seed)
+    _log(f"holdout: {len(test)} of {len(train) + len(test)} clouds held out as the test set "
+         f"(fraction {args.holdout}, seed {args.holdout_seed}, stratified by class)")
+    return train, test
+
+
+def _pretrain_data(args):
+    """Pre-training sees the training split only (or all of a folder that has no split)."""
+    from pointssl.data.datasets.folder import folder_splits
+
+    if args.holdout is not None:
+        return _load_pair(args)[0]  # the same seeded hold-out as eval: its test part unseen
+    if args.data == "folder" and args.root is not None and not folder_splits(args.root):
+        _log(f"{args.root} has no train/test split: pre-training on all of it "
+             "(pass --holdout F to keep a test part unseen)")
+        return _load(args, "all")
+    return _load(args, "train")
+
+
+def _with_split(res: dict, train) -> dict:
+    if getattr(train, "split_info", None):
+        res["split"] = train.split_info
+    return res
+
+
 def _names(kind: str) -> list[str]:
     """Registered names of a kind: the CLI's choices and help come from the registries."""
     if kind == "backbone":
@@ -53,35 +88,42 @@ def _add_data_args(p, required=True):
     p.add_argument("--seed", type=int, default=0)
 
 
+def _add_holdout_args(p):
+    p.add_argument("--holdout", type=float, metavar="F",
+                   help="a folder with no train/test split: hold out a seeded, stratified "
+                        "fraction F of each class as the test set (recorded in the JSON)")
+    p.add_argument("--holdout-seed", type=int, default=0,
+                   help="the hold-out's seed; keep it equal for pretrain and eval")
+
+
 # ----------------------------------------------------------------------------- pretrain
 def cmd_pretrain(args) -> int:
     import torch
 
     from pointssl import api
     from pointssl.engine import distributed
-    from pointssl.methods import method_classes, parse_overrides
+    from pointssl.methods import split_overrides
 
     out = Path(args.out)
     if (out / "checkpoints" / "last.pt").exists() and not args.resume:
         raise PointSSLError(f"{out}: holds a run already; pass --resume to continue it or "
                             "choose another --out")
-    _, cfg_cls = method_classes(args.method)
-    over = parse_overrides(cfg_cls, _overrides(args.set))
+    over, bb_over = split_overrides(args.method, args.backbone, _overrides(args.set))
     if args.epochs is not None:
         over["epochs"] = args.epochs
     if args.batch_size is not None:
         over["batch_size"] = args.batch_size
     torch.manual_seed(args.seed)
-    method = api.build_method(args.method, args.backbone, **over)
+    method = api.build_method(args.method, api.build_backbone(args.backbone, **bb_over), **over)
     cfg, backbone = method.cfg, method.backbone
-    split = "all" if args.data == "folder" else "train"
-    data = _load(args, split)
+    data = _pretrain_data(args)
     _log(f"pretrain {args.method}-{args.backbone} on {args.data} ({len(data)} shapes)")
     config = {
         "method": args.method, "backbone": args.backbone, "backbone_config": backbone.config,
         "data": args.data, "root": str(args.root) if args.root else None, "seed": args.seed,
         "method_config": dataclasses.asdict(cfg), "max_minutes": args.max_minutes,
         "snapshot_minutes": args.snapshot_minutes, "budget_clock": args.budget_clock,
+        "holdout": getattr(data, "split_info", None),
     }
     try:
         metrics = api.pretrain(method, data, out, epochs=cfg.epochs, batch_size=cfg.batch_size,
@@ -103,19 +145,33 @@ def cmd_pretrain(args) -> int:
 def _backbone_from_args(args):
     from pointssl import api
 
+    options = _backbone_options(args)
     if args.checkpoint:
         bb = api.load_backbone(args.checkpoint)
         return bb, {"checkpoint": str(args.checkpoint), **bb.meta}
     if not args.backbone:
         raise PointSSLError("give --checkpoint PATH, or --backbone NAME --random-init")
-    return api.build_backbone(args.backbone, seed=args.seed), {"random_init": True}
+    return api.build_backbone(args.backbone, seed=args.seed, **options), {"random_init": True}
+
+
+def _backbone_options(args) -> dict:
+    """``--set`` backbone options of a random-init model (``tnet=false``); a checkpoint
+    fixes its own architecture."""
+    from pointssl.backbones import parse_backbone_overrides
+
+    if not args.set or not (args.checkpoint or args.backbone):
+        return {}
+    if args.checkpoint:
+        raise PointSSLError("--set changes the architecture, which --checkpoint fixes: "
+                            "drop --set")
+    return parse_backbone_overrides(args.backbone, _overrides(args.set))
 
 
 def cmd_eval_svm(args) -> int:
     from pointssl import api
 
     backbone, meta = _backbone_from_args(args)
-    train, test = _load(args, "train"), _load(args, "test")
+    train, test = _load_pair(args)
     Cs = [float(c) for c in args.C.split(",")] if args.C else None
     kind = "random init" if meta.get("random_init") else "checkpoint"
     _log(f"linear SVM: {backbone.name} ({kind}), {len(train)} train / {len(test)} test")
@@ -125,7 +181,7 @@ def cmd_eval_svm(args) -> int:
                          baseline=bool(args.checkpoint) and not args.no_baseline)
     res.update(backbone=backbone.name, **{k: v for k, v in meta.items() if k != "random_init"},
                random_init=bool(meta.get("random_init")))
-    _print_svm(res, args.json)
+    _print_svm(_with_split(res, train), args.json)
     return 0
 
 
@@ -142,17 +198,51 @@ def _print_svm(res: dict, as_json: bool) -> None:
         print(f"{name:<30} {100 * r['accuracy']:>8.2f}% {r['C']:>8g} {100 * cv:>7.2f}%")
 
 
+# ----------------------------------------------------------------------------- fewshot
+def cmd_eval_fewshot(args) -> int:
+    from pointssl import api
+
+    backbone, meta = _backbone_from_args(args)
+    train, test = _load_pair(args)
+    settings = [(w, s) for w in args.way for s in args.shot]
+    kind = "random init" if meta.get("random_init") else "checkpoint"
+    _log(f"few-shot: {backbone.name} ({kind}), {len(train)} train / {len(test)} test, "
+         + " ".join(f"{w}w{s}s" for w, s in settings) + f", {args.episodes} episodes")
+    res = api.fewshot(backbone, train, test, settings=settings, seed=args.seed,
+                      episodes=args.episodes, query=args.query, num_points=args.num_points,
+                      batch_size=args.batch_size, device=args.device,
+                      baseline=bool(args.checkpoint) and not args.no_baseline)
+    if len(settings) == 1:  # one setting: {mean, std, per_episode, random_init_baseline, ...}
+        res = {**res.pop("settings")[0], **res}
+    res.update(backbone=backbone.name, **{k: v for k, v in meta.items() if k != "random_init"},
+               random_init=bool(meta.get("random_init")))
+    _with_split(res, train)
+    if args.json:
+        print(dumps_json(res))
+        return 0
+    print(f"{'setting':<9} {'model':<30} {'accuracy':>16}")
+    for r in res.get("settings", [res]):
+        rows = [("random init" if res["random_init"] else "pre-trained", r)]
+        if "random_init_baseline" in r:
+            rows.append(("random init (same episodes)", r["random_init_baseline"]))
+        for name, x in rows:
+            print(f"{str(r['way']) + 'w' + str(r['shot']) + 's':<9} {name:<30} "
+                  f"{100 * x['mean']:>7.2f} ± {100 * x['std']:.2f}%")
+    return 0
+
+
 # ----------------------------------------------------------------------------- finetune
 def cmd_eval_finetune(args) -> int:
     from pointssl.evaluate.finetune import run_finetune
 
-    train, test = _load(args, "train"), _load(args, "test")
+    train, test = _load_pair(args)
     kw = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "num_points", "min_steps")
           if getattr(args, k)}
     res = run_finetune(args.task, args.mode, args.fraction, checkpoint=args.checkpoint,
-                       backbone_name=args.backbone, random_init=args.random_init,
-                       train=train, test=test, seed=args.seed, augment=not args.no_augment,
-                       device=args.device, log=_log, **kw)
+                       backbone_name=args.backbone, backbone_config=_backbone_options(args),
+                       random_init=args.random_init, train=train, test=test, seed=args.seed,
+                       augment=not args.no_augment, device=args.device, log=_log, **kw)
+    _with_split(res, train)
     print(dumps_json(res) if args.json else _table(res))
     return 0
 
@@ -166,14 +256,15 @@ def cmd_embed(args) -> int:
     import numpy as np
 
     from pointssl import api
+    from pointssl.data.datasets.folder import folder_splits
     from pointssl.evaluate.features import extract_features
     from pointssl.utils import atomic_savez
 
     backbone = api.load_backbone(args.checkpoint)
     arrays = {}
     splits = args.splits.split(",")
-    if args.data == "folder" and not any((Path(args.root) / s).is_dir() for s in splits):
-        splits = ["all"]  # a folder without split sub-folders is one set
+    if args.data == "folder" and not folder_splits(args.root):
+        splits = ["all"]  # a folder without a train/test split is one set
     for split in splits:
         data = _load(args, split)
         x, y = extract_features(backbone, data, num_points=args.num_points,
@@ -225,6 +316,8 @@ def _add_model_args(p):
                    + " | ".join(_names("backbone")))
     p.add_argument("--random-init", action="store_true",
                    help="a seeded random-init --backbone: the protocol's baseline twin")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a backbone option of the random-init model, e.g. --set tnet=false")
 
 
 def _add_output_args(p):
@@ -242,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, help=" | ".join(_names("method")))
     p.add_argument("--backbone", default="pointnet", help=" | ".join(_names("backbone")))
     _add_data_args(p)
+    _add_holdout_args(p)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--out", required=True, type=Path)
@@ -256,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a method config field, e.g. --set num_points=1024")
+                   help="a method config field or a backbone option, e.g. --set "
+                        "num_points=1024 --set tnet=false")
     p.set_defaults(func=cmd_pretrain)
 
     pe = sub.add_parser("eval", help="evaluation protocols").add_subparsers(dest="proto",
@@ -264,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = pe.add_parser("svm", help="linear SVM on frozen global features")
     _add_model_args(s)
     _add_data_args(s)
+    _add_holdout_args(s)
     s.add_argument("--num-points", type=int)
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--folds", type=int, default=5)
@@ -273,12 +369,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_args(s)
     s.set_defaults(func=cmd_eval_svm)
 
+    q = pe.add_parser("fewshot", help="N-way K-shot linear SVM on frozen global features")
+    _add_model_args(q)
+    _add_data_args(q)
+    _add_holdout_args(q)
+    q.add_argument("--way", type=int, nargs="+", default=[5, 10],
+                   help="classes per episode (each --way runs with each --shot)")
+    q.add_argument("--shot", type=int, nargs="+", default=[10, 20],
+                   help="support shapes per class, from the train split")
+    q.add_argument("--query", type=int, default=20,
+                   help="query shapes per class, from the test split (Sharma & Kaul: 20)")
+    q.add_argument("--episodes", type=int, default=10, help="seeded episodes per setting")
+    q.add_argument("--num-points", type=int)
+    q.add_argument("--batch-size", type=int, default=16)
+    q.add_argument("--no-baseline", action="store_true",
+                   help="skip the random-init run of the same episodes")
+    _add_output_args(q)
+    q.set_defaults(func=cmd_eval_fewshot)
+
     f = pe.add_parser("finetune", help="supervised fine-tuning with a label fraction")
     f.add_argument("--task", choices=list(TASKS), required=True)
     f.add_argument("--mode", choices=list(MODES), required=True)
     f.add_argument("--fraction", type=float, default=1.0, help="labelled fraction (0-1]")
     _add_model_args(f)
     _add_data_args(f)
+    _add_holdout_args(f)
     f.add_argument("--epochs", type=int)
     f.add_argument("--batch-size", type=int)
     f.add_argument("--lr", type=float)

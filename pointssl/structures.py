@@ -173,11 +173,15 @@ class BackboneOutput:
     point_feat:  per-point features aligned with the input points, in the input's form:
                  (B, N, Cp) for a dense (B, N, 3+) tensor, (P, Cp) packed for a PointBatch.
     offset:      (B + 1,) the clouds' cumulative counts (set for packed outputs).
+    aux_loss:    scalar tensor a training objective must add to its loss (PointNet's
+                 feature-transform regulariser, already weighted), or None. Set in train mode
+                 only; every method and fine-tuning regime adds it when present.
     """
 
     global_feat: torch.Tensor
     point_feat: torch.Tensor
     offset: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
 
     def per_cloud(self) -> list[torch.Tensor]:
         """Per-point features as one (N_b, Cp) tensor per cloud, whatever the form."""

@@ -38,7 +38,9 @@ def clouds(m, sizes=SIZES, extra=0, seed=1):
 
 
 def close(a, b):
-    return torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    # float32 rounding grows with the activations' scale (a perturbed 16 x 16 feature
+    # transform lifts them to ~100), so the absolute tolerance is relative to the largest
+    return torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, b.abs().max().item()))
 
 
 @pytest.mark.parametrize("name", NAMES)

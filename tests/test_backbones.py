@@ -252,3 +252,85 @@ def test_eval_neighbour_max_in_row_blocks_is_exact(monkeypatch):
     assert torch.equal(full, gather_neighbors(x, idx).max(dim=2).values)
     monkeypatch.setattr(dg, "_BLOCK_ELEMS", 2 * 5 * 6 * 7)  # 7 rows a block
     assert torch.equal(dg.gather_max(x, idx), full)
+
+
+# ----------------------------------------------------------------------------- PointNet T-nets
+def _set_feature_transform(m, a):
+    """Make the feature T-net output the constant matrix ``a`` (zero weights, bias a - I)."""
+    k = m.ftnet.k
+    with torch.no_grad():
+        m.ftnet.fc[-1].weight.zero_()
+        m.ftnet.fc[-1].bias.copy_((torch.as_tensor(a, dtype=torch.float32)
+                                   - torch.eye(k)).reshape(-1))
+
+
+def test_pointnet_transform_nets_are_on_by_default_and_tnet_false_is_the_plain_trunk():
+    m = build_backbone("pointnet")
+    assert m.tnet.k == 3 and m.ftnet.k == 64  # input 3x3, feature 64x64 (PointNet Fig. 2)
+    assert m.config["tnet"] is True and m.config["feature_transform"] is True
+    assert m.config["transform_reg"] == 0.001
+    plain = build_backbone("pointnet", tnet=False)
+    assert plain.tnet is None and plain.ftnet is None
+    assert plain.config["feature_transform"] is False  # recorded, not left to a default
+    assert not any(k.startswith(("tnet.", "ftnet.")) for k in plain.state_dict())
+    only_input = build_backbone("pointnet", feature_transform=False)
+    assert only_input.tnet is not None and only_input.ftnet is None
+
+
+def test_feature_transform_acts_on_the_second_layer_and_point_feat_carries_it():
+    torch.manual_seed(0)
+    m = build_backbone("pointnet", channels=(8, 6, 5), emb_dim=16, tnet=False,
+                       feature_transform=True)
+    randomize_bn(m)
+    m.eval()
+    x = torch.randn(2, 20, 3)
+    perm = torch.eye(6)[torch.tensor([3, 0, 5, 1, 4, 2])]
+    _set_feature_transform(m, torch.eye(6))
+    with torch.no_grad():
+        ident = m(x).point_feat
+        _set_feature_transform(m, perm)
+        moved = m(x).point_feat
+    assert torch.equal(moved[..., :8], ident[..., :8])  # layer 1: before the transform
+    torch.testing.assert_close(moved[..., 8:14], ident[..., 8:14] @ perm)  # layer 2, after it
+    assert not torch.allclose(moved[..., 14:], ident[..., 14:])  # layer 3 reads the result
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_feature_transform_regulariser_is_the_pointnet_penalty_in_train_mode_only(packed):
+    from pointssl.structures import PointBatch
+
+    torch.manual_seed(0)
+    m = build_backbone("pointnet", channels=(8, 4), emb_dim=16)
+    a = torch.tensor([[2.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]])
+    _set_feature_transform(m, a)
+    # by hand: A A^T = [[4,0,0,0],[0,1,0,0],[0,0,2,1],[0,0,1,1]]; I - A A^T has squares
+    # 9 + 0 + 1 + 1 + 1 + 0 = 12; weight 0.001 -> 0.012 (same A for every cloud)
+    x = [torch.randn(9, 3), torch.randn(13, 3)] if packed else torch.randn(3, 10, 3)
+    batch = PointBatch.from_list(x) if packed else x
+    out = m.train()(batch)
+    assert out.aux_loss.item() == pytest.approx(0.012, rel=1e-6)
+    out.aux_loss.backward()
+    assert m.ftnet.fc[-1].bias.grad.abs().sum() > 0  # the penalty trains the T-net
+    with torch.no_grad():
+        assert m.eval()(batch).aux_loss is None
+    assert build_backbone("pointnet", channels=(8, 4), emb_dim=16, tnet=False).train()(
+        torch.randn(2, 10, 3)).aux_loss is None
+
+
+def test_old_pointnet_files_without_the_feature_transform_still_load(tmp_path):
+    """backbone.pt and training checkpoints written before the feature transform: their
+    config has no ``feature_transform`` key and means the input transform only."""
+    from pointssl.methods import method_from_spec
+
+    old = build_backbone("pointnet", channels=(8, 16), emb_dim=32, feature_transform=False)
+    cfg = {k: v for k, v in old.config.items() if k in ("channels", "emb_dim", "tnet",
+                                                          "in_dim")}
+    torch.save({"format": "pointssl-backbone/1", "backbone": "pointnet", "config": cfg,
+                "state_dict": old.state_dict(), "pointssl_version": "0.1.0", "meta": {}},
+               tmp_path / "old.pt")
+    m, _ = load_backbone(tmp_path / "old.pt")
+    assert m.tnet is not None and m.ftnet is None and m.config["feature_transform"] is False
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in old.state_dict().items())
+    spec = {"method": {"name": "conclu", "config": {}},
+            "backbone": {"name": "pointnet", "config": cfg}}
+    assert method_from_spec(spec).backbone.ftnet is None

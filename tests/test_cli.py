@@ -107,3 +107,54 @@ def test_unknown_method_and_bad_override_are_one_line(folder, tmp_path, capsys):
                  "--out", str(tmp_path / "y"), "--set", "tau=abc"]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and "tau=abc" in err and "Traceback" not in err
+
+
+def test_eval_fewshot_json_reports_episodes_and_twin(run, folder, capsys):
+    rc = main(["eval", "fewshot", "--checkpoint", str(run / "backbone.pt"), "--data", "folder",
+               "--root", str(folder), "--way", "2", "--shot", "3", "--query", "4",
+               "--episodes", "2", "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert (res["way"], res["shot"], res["query"], res["episodes"]) == (2, 3, 4, 2)
+    assert len(res["per_episode"]) == 2 and 0 <= res["mean"] <= 1
+    assert len(res["random_init_baseline"]["per_episode"]) == 2
+
+
+def test_folder_without_split_needs_holdout_and_records_it(folder, capsys):
+    flat = folder / "train"  # <class>/*.npy: no train/test split
+    assert main(["eval", "svm", "--backbone", "pointnet", "--random-init", "--data", "folder",
+                 "--root", str(flat), "--json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--holdout" in err[0]
+    assert main(["eval", "svm", "--backbone", "pointnet", "--random-init", "--data", "folder",
+                 "--root", str(flat), "--holdout", "0.25", "--folds", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["split"] == {"holdout": 0.25, "seed": 0}
+    assert (res["n_train"], res["n_test"]) == (18, 6)  # 3 of each class's 12 held out
+
+
+def test_test_split_linked_to_train_is_refused(folder, tmp_path, capsys):
+    leak = tmp_path / "leak"
+    leak.mkdir()
+    (leak / "train").symlink_to(folder / "train")
+    (leak / "test").symlink_to(folder / "train")
+    rc = main(["eval", "svm", "--backbone", "pointnet", "--random-init", "--data", "folder",
+               "--root", str(leak), "--json"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert rc == 2 and len(err) == 1 and "never tests on its training data" in err[0]
+    assert "24 test cloud(s) are also in train" in err[0]
+
+
+def test_set_reaches_the_backbone_and_is_recorded(folder, tmp_path, capsys):
+    out = tmp_path / "plain"
+    assert main(["pretrain", "--method", "conclu", "--data", "folder", "--root", str(folder),
+                 "--epochs", "1", "--batch-size", "8", "--out", str(out), *TINY,
+                 "--set", "tnet=false"]) == 0
+    from pointssl import api
+
+    bb = api.load_backbone(out / "backbone.pt")
+    assert bb.config["tnet"] is False and bb.tnet is None
+    capsys.readouterr()
+    rc = main(["eval", "svm", "--checkpoint", str(out / "backbone.pt"), "--set", "tnet=true",
+               "--data", "folder", "--root", str(folder)])
+    assert rc == 2 and "--checkpoint" in capsys.readouterr().err

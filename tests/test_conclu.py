@@ -82,7 +82,8 @@ def test_codes_carry_no_gradient_but_predictions_do():
 
 
 def tiny_conclu(**kw):
-    cfg = ConCluConfig(num_points=64, proj_hidden=32, proj_dim=16, pred_hidden=8, **kw)
+    cfg = ConCluConfig(**{"num_points": 64, "proj_hidden": 32, "proj_dim": 16, "pred_hidden": 8,
+                          **kw})
     return ConClu(build_backbone("pointnet", channels=(8, 8), emb_dim=32), cfg)
 
 
@@ -123,9 +124,10 @@ def test_conclu_forward_backward_and_gradients_reach_backbone():
              for _ in range(6)]
     batch = {k: torch.from_numpy(np.stack([v[k] for v in views])) for k in views[0]}
     out = m(batch)
-    assert set(out) >= {"loss", "con", "clu", "orth", "swap_ce", "embedding"}
+    assert set(out) >= {"loss", "con", "clu", "orth", "swap_ce", "embedding", "reg"}
     assert math.isfinite(out["loss"].item())
-    assert torch.allclose(out["loss"], out["con"] + out["clu"])  # Eq. 10
+    # Eq. 10 plus PointNet's feature-transform regulariser (zero at the identity init)
+    assert torch.allclose(out["loss"], out["con"] + out["clu"] + out["reg"])
     out["loss"].backward()
     assert all(p.grad is not None for p in m.backbone.parameters())
     assert m.cluster.prototypes.weight.grad is not None
@@ -136,3 +138,58 @@ def test_clustering_ablation_switch():
     x = torch.randn(4, 64, 3)
     out = m({"view_a": x, "view_b": x + 0.01})
     assert "clu" not in out and torch.equal(out["loss"], out["con"])
+
+
+def test_pointnet_regulariser_reaches_the_loss_as_the_mean_over_both_views():
+    torch.manual_seed(0)
+    m = tiny_conclu()
+    with torch.no_grad():  # a feature transform 2I: ||I - 4I||_F^2 = 9 * 8 per cloud
+        m.backbone.ftnet.fc[-1].weight.zero_()
+        m.backbone.ftnet.fc[-1].bias.copy_(torch.eye(8).reshape(-1))
+    x = torch.randn(4, 64, 3)
+    out = m({"view_a": x, "view_b": x + 0.01})
+    assert out["reg"].item() == pytest.approx(0.001 * 72, rel=1e-5)
+    assert out["loss"].item() == pytest.approx((out["con"] + out["clu"]).item() + 0.072,
+                                               rel=1e-5)
+    out["loss"].backward()
+    assert m.backbone.ftnet.fc[-1].bias.grad.abs().sum() > 0
+    plain = ConClu(build_backbone("pointnet", channels=(8, 8), emb_dim=32, tnet=False),
+                   m.cfg)
+    assert "reg" not in plain({"view_a": x, "view_b": x + 0.01})
+
+
+def test_crop_then_sample_keeps_85_percent_distinct_points():
+    """2,048-point data, crop_keep 0.85, 2,048-point views: the crop's 1,741 points are all
+    kept (85%), only the 307-point shortfall repeats; drawing with replacement kept ~59%."""
+    m = ConClu(build_backbone("pointnet", channels=(8,), emb_dim=8),
+               ConCluConfig(jitter_sigma=0.0))  # paper defaults, no jitter: rows comparable
+    pts = np.random.default_rng(0).normal(size=(2048, 3)).astype(np.float32)
+    for seed in range(3):
+        v = m.make_views({"points": pts}, np.random.default_rng(seed))["view_a"]
+        assert v.shape == (2048, 3)
+        assert len(np.unique(v, axis=0)) == 1741  # round(0.85 * 2048)
+
+
+def _fixed_axis(views, pts):
+    """The coordinate axes each view leaves unchanged (no jitter: exactly the input's)."""
+    vals = {a: set(np.round(pts[:, a], 5)) for a in range(3)}
+    return [a for a in range(3) if set(np.round(views[:, a], 5)) <= vals[a]]
+
+
+def test_rotation_uses_the_datasets_up_axis_unless_the_config_names_one():
+    from pointssl.errors import DataError, PointSSLError
+
+    pts = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+    rng = np.random.default_rng
+    auto = tiny_conclu(jitter_sigma=0.0, crop_keep=1.0, num_points=200)
+    assert auto.cfg.up_axis == "auto"
+    assert _fixed_axis(auto.make_views({"points": pts, "up_axis": "y"}, rng(1))["view_a"],
+                       pts) == [1]
+    assert _fixed_axis(auto.make_views({"points": pts}, rng(1))["view_a"], pts) == [2]  # z
+    x = tiny_conclu(jitter_sigma=0.0, crop_keep=1.0, num_points=200, up_axis="x")
+    assert _fixed_axis(x.make_views({"points": pts, "up_axis": "y"}, rng(1))["view_a"],
+                       pts) == [0]  # an explicit axis overrides the dataset's
+    with pytest.raises(PointSSLError, match="up_axis"):
+        tiny_conclu(up_axis="up")
+    with pytest.raises(DataError, match="sample 4.*up_axis"):
+        auto.make_views({"points": pts, "up_axis": "w", "index": 4}, rng(0))

@@ -205,7 +205,7 @@ def test_mesh_datasets_carry_a_mesh_handle(tmp_path):
     v, f = off[1]["mesh"].read()
     np.testing.assert_array_equal(f, read_mesh(tmp_path / "b" / "train" / "box.off")[1])
     assert off.subset([1]).meshes[0] == off.meshes[1]
-    fold = load_dataset("folder", tmp_path, "none", 64)
+    fold = load_dataset("folder", tmp_path, "train", 64)  # a <class>/train/ tree
     kinds = {s.rsplit(".", 1)[1]: ("mesh" in fold[i]) for i, s in enumerate(fold.sources)}
     assert kinds == {"off": True, "npy": False}
 

@@ -317,3 +317,15 @@ def test_feature_scaler_on_a_hand_example():
     m = FeatureScaler.fit_moments(f.double().sum(0), (f.double() ** 2).sum(0), 2, torch.float32)
     torch.testing.assert_close(m.mean, s.mean)
     torch.testing.assert_close(m.std, s.std)
+
+
+def test_a_test_class_unknown_to_training_is_an_error():
+    from pointssl.evaluate.finetune import finetune_classification
+
+    rng = np.random.default_rng(0)
+    pts = [rng.normal(size=(32, 3)).astype("f4") for _ in range(6)]
+    train = CloudSet(points=pts[:4], labels=[0, 0, 1, 1], class_names=["a", "b"])
+    test = CloudSet(points=pts[4:], labels=[1, 2], class_names=["a", "b", "c"])
+    bb = build_backbone("pointnet", tnet=False)
+    with pytest.raises(PointSSLError, match="test classes c are not among the 2 training"):
+        finetune_classification(bb, train, test, "fix", epochs=1, num_points=16, log=None)

@@ -249,3 +249,53 @@ def test_segmentation_head_rejects_missing_inputs():
         head(torch.randn(8, 5), torch.randn(2, 4), torch.tensor([0, 1]))
     with pytest.raises(PointSSLError, match="hidden layer"):
         SegmentationHead(5, 4, [], 3)
+
+
+# ----------------------------------------------------------------------------- paper presets
+
+
+def test_for_backbone_gives_the_papers_segmentation_networks():
+    from pointssl.backbones import build_backbone
+
+    pn = build_backbone("pointnet", channels=(8, 16), emb_dim=32)
+    dg = build_backbone("dgcnn", k=4, channels=(8, 16), emb_dim=32)
+    h = SegmentationHead.for_backbone(pn, 50, num_categories=16)
+    assert h.config == {"channels": [256, 256, 128], "num_out": 50, "num_categories": 16,
+                        "dropout": 0.2, "act": "relu"}  # PointNet-seg
+    assert h.point_proj.in_features == 24 and h.ctx_proj.in_features == 32 + 16
+    d = SegmentationHead.for_backbone(dg, 32)  # ParAE: no category one-hot
+    assert d.config["act"] == "leaky_relu" and d.config["dropout"] == 0.5  # DGCNN-seg
+    assert d.ctx_proj.in_features == 32 and isinstance(d.mlp[0].act, nn.LeakyReLU)
+
+    class Other:
+        name, point_dim, global_dim = "mine", 5, 7
+
+    assert SegmentationHead.for_backbone(Other(), 3).config["channels"] == [256, 256, 128]
+    with pytest.raises(PointSSLError, match="activation"):
+        SegmentationHead(5, 4, [6], 2, act="gelu")
+
+
+def test_leaky_head_equation_eval_mode():
+    head = randomise_bn(SegmentationHead(5, 4, [6, 6, 3], 2, act="leaky_relu",
+                                         dropout=0.5)).eval()
+    pf, gf = torch.randn(2, 7, 5), torch.randn(2, 4)
+    x = torch.cat([pf, gf[:, None].expand(2, 7, 4)], -1)
+    w = torch.cat([head.point_proj.weight, head.ctx_proj.weight], 1)
+    h = F.leaky_relu(bn_eval(x @ w.t(), head.bn0), 0.2)
+    for layer in head.mlp:
+        h = F.leaky_relu(bn_eval(h @ layer.lin.weight.t(), layer.bn), 0.2)
+    torch.testing.assert_close(head(pf, gf), h @ head.out.weight.t() + head.out.bias)
+
+
+def test_dropout_follows_every_hidden_layer_but_the_last():
+    """PointNet-seg / DGCNN-seg: dropout after both 256 layers, none after the 128 one."""
+    head = SegmentationHead(5, 4, [6, 6, 3], 2, dropout=0.5).train()
+    seen = []
+    head.drop.register_forward_hook(lambda mod, inp, out: seen.append(out.shape[-1]))
+    head(torch.randn(2, 7, 5), torch.randn(2, 4))
+    assert seen == [6, 6]
+    seen.clear()
+    old_style = SegmentationHead(5, 4, [8, 3], 2, dropout=0.5).train()  # former [256, 128]
+    old_style.drop.register_forward_hook(lambda mod, inp, out: seen.append(out.shape[-1]))
+    old_style(torch.randn(2, 7, 5), torch.randn(2, 4))
+    assert seen == [8]

@@ -500,14 +500,25 @@ def test_load_dataset_dispatch(tmp_path, monkeypatch):
     assert load_dataset("folder", tmp_path / "f", "train").class_names == ["cat"]
     with pytest.raises(PointSSLError, match="unknown dataset 'shapenet'.*modelnet40"):
         load_dataset("shapenet", tmp_path)
-    with pytest.raises(DataError, match="no ModelNet layout found"):
+    # f is a {train}/<class>/ tree without a test split: said so, no fallback to train
+    with pytest.raises(DataError, match=r"f: no 'test' split here \(this split/class layout "
+                                        r"holds: train\)"):
         load_dataset("modelnet40", tmp_path / "f", "test")
+    with pytest.raises(DataError, match="no ModelNet layout found"):
+        load_dataset("modelnet40", tmp_path / "f" / "train", "test")
 
     from pointssl.data import synthetic
+    from pointssl.data.datasets import CloudSet
 
     seen = {}
-    monkeypatch.setattr(synthetic, "load_synthetic", lambda split, **kw: seen.update(kw, s=split))
-    load_dataset("synthetic", tmp_path / "c", "test", 512, seed=3)
+
+    def fake(split, **kw):
+        seen.update(kw, s=split)
+        return CloudSet(points=[XYZ], labels=[0])
+
+    monkeypatch.setattr(synthetic, "load_synthetic", fake)
+    # the generator builds shapes resting on z = 0: the dataset says so
+    assert load_dataset("synthetic", tmp_path / "c", "test", 512, seed=3).up_axis == "z"
     assert seen == {"s": "test", "num_points": 512, "seed": 3, "cache_dir": tmp_path / "c"}
 
 

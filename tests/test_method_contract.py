@@ -71,3 +71,25 @@ def test_resume_reproduces_the_uninterrupted_run_and_load_method_rebuilds_it(nam
         a, b = full(batch), again(batch)
     for k, v in a.items():
         assert torch.equal(v, b[k]), k
+
+
+def test_set_overrides_split_between_the_method_and_the_backbone(tmp_path):
+    """``--set tnet=false`` reaches PointNet (and its backbone.pt), ``--set num_points`` the
+    method; a key neither knows is one error naming it."""
+    from pointssl.backbones import load_backbone, save_backbone
+    from pointssl.errors import PointSSLError
+    from pointssl.methods import split_overrides
+
+    m_over, b_over = split_overrides("conclu", "pointnet",
+                                     {"tnet": "false", "num_points": "1024"})
+    assert m_over == {"num_points": 1024} and b_over == {"tnet": False}
+    bb = build_backbone("pointnet", channels=(8,), emb_dim=8, **b_over)
+    save_backbone(tmp_path / "b.pt", bb)
+    again, _ = load_backbone(tmp_path / "b.pt")
+    assert again.config["tnet"] is False and again.ftnet is None and again.tnet is None
+    assert split_overrides("parae", "dgcnn", {"k": "40", "channels": "8,16"})[1] == \
+        {"k": 40, "channels": [8, 16]}
+    with pytest.raises(PointSSLError, match="tnet=maybe: expected true or false"):
+        split_overrides("conclu", "pointnet", {"tnet": "maybe"})
+    with pytest.raises(PointSSLError, match="--set bogus: neither"):
+        split_overrides("conclu", "pointnet", {"bogus": "1"})

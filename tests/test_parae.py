@@ -30,6 +30,35 @@ def _shapes(b, n, seed=0):
 def test_config_carries_paper_settings():
     cfg = ParAEConfig()
     assert (cfg.num_components, cfg.num_points, cfg.epochs) == (32, 1024, 25)
+    assert cfg.head_channels == "auto"  # the backbone's segmentation network
+
+
+def test_default_head_is_the_backbones_segmentation_network():
+    pn = ParAE(build_backbone("pointnet", channels=(8, 16), emb_dim=32))
+    assert pn.head.config == {"channels": [256, 256, 128], "num_out": 32,
+                              "num_categories": 0, "dropout": 0.2, "act": "relu"}
+    dg = ParAE(build_backbone("dgcnn", k=4, channels=(8, 16), emb_dim=32))
+    assert dg.head.config["act"] == "leaky_relu" and dg.head.config["dropout"] == 0.5
+    light = ParAE(build_backbone("pointnet", channels=(8, 16), emb_dim=32),
+                  ParAEConfig(head_channels="512,256,128"))  # the former default, kept
+    assert light.head.config["channels"] == [512, 256, 128]
+    assert light.head.config["dropout"] == 0.0
+    with pytest.raises(PointSSLError, match="head_channels"):
+        ParAE(build_backbone("pointnet", channels=(8,), emb_dim=8),
+              ParAEConfig(head_channels="big"))
+
+
+def test_train_loss_adds_the_pointnet_regulariser():
+    torch.manual_seed(0)
+    bb = build_backbone("pointnet", channels=(8, 4), emb_dim=16)
+    with torch.no_grad():  # feature transform 2I: 0.001 * ||I - 4I||_F^2 = 0.001 * 9 * 4
+        bb.ftnet.fc[-1].weight.zero_()
+        bb.ftnet.fc[-1].bias.copy_(torch.eye(4).reshape(-1))
+    m = ParAE(bb, ParAEConfig(num_components=4, head_channels="16")).train()
+    out = m({"points": _shapes(3, 40)})
+    assert out["reg"].item() == pytest.approx(0.036, rel=1e-5)
+    assert out["loss"].item() == pytest.approx(out["nll"].item() + 0.036, rel=1e-5)
+    assert "reg" not in m.eval()({"points": _shapes(3, 40)})  # eval: no regulariser
 
 
 def test_make_views_subsamples_without_replacement_and_is_seeded():

@@ -31,7 +31,25 @@ def test_random_sample_replaces_only_when_short():
     pts = cloud(100)
     out = RandomSample(50)(pts, RNG(0))
     assert len(np.unique(out, axis=0)) == 50
-    assert RandomSample(150)(pts, RNG(0)).shape == (150, 3)
+    short = RandomSample(150)(pts, RNG(0))
+    assert short.shape == (150, 3)
+    assert len(np.unique(short, axis=0)) == 100  # every point kept, only 50 duplicates
+    # (drawing all 150 with replacement kept ~78 distinct points)
+
+
+def test_sampler_draws_without_replacement_and_pads_only_the_shortfall():
+    from pointssl.data.views.samplers import random_indices, subsample_indices
+
+    # enough points: exactly numpy's draw without replacement (the same draws as before)
+    assert np.array_equal(random_indices(10, 4, RNG(3)), RNG(3).choice(10, 4, replace=False))
+    assert sorted(random_indices(7, 7, RNG(0))) == list(range(7))  # k == n: a shuffle
+    # short: all n in a random order first, then k - n of them, as evenly as possible
+    idx = random_indices(5, 13, RNG(1))
+    assert sorted(idx[:5]) == list(range(5))
+    assert sorted(np.bincount(idx, minlength=5)) == [2, 2, 3, 3, 3]
+    assert len(set(idx[5:10])) == 5  # the first round of duplicates repeats no point
+    assert np.bincount(random_indices(1, 3000, RNG(0))).tolist() == [3000]  # no recursion
+    assert np.array_equal(subsample_indices(6, None, RNG(0)), np.arange(6))
 
 
 def test_fps_spreads_points_better_than_random():
@@ -45,6 +63,8 @@ def test_fps_spreads_points_better_than_random():
 
     assert min_gap(pts[idx]) > 2 * min_gap(RandomSample(64)(pts, RNG(0)))
     assert FarthestPointSample(64)(pts, RNG(0)).shape == (64, 3)
+    short = FarthestPointSample(64)(pts[:40], RNG(0))  # short: all 40, 24 duplicates
+    assert short.shape == (64, 3) and len(np.unique(short, axis=0)) == 40
 
 
 def test_rotate_up_keeps_height_and_norms_and_respects_range():

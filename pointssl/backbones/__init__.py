@@ -3,6 +3,8 @@ exported-backbone file format (``backbone.pt``)."""
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -10,14 +12,67 @@ from pointssl.backbones.base import BACKBONES, Backbone, BackboneOutput
 from pointssl.errors import PointSSLError
 from pointssl.utils import atomic_torch_save, load_checkpoint
 
-__all__ = ["Backbone", "BackboneOutput", "BACKBONES", "build_backbone", "random_backbone",
-           "save_backbone", "load_backbone", "FORMAT"]
+__all__ = ["Backbone", "BackboneOutput", "BACKBONES", "build_backbone", "rebuild_backbone",
+           "random_backbone", "save_backbone", "load_backbone", "backbone_fields",
+           "parse_backbone_overrides", "FORMAT"]
 
 FORMAT = "pointssl-backbone/1"
 
 
 def build_backbone(name: str, **config) -> Backbone:
     return BACKBONES.get(name)(**config)
+
+
+def backbone_fields(name: str) -> dict[str, object]:
+    """Constructor kwargs of a registered backbone -> their defaults (what ``--set`` may
+    change, e.g. ``tnet`` of PointNet, ``k`` of DGCNN)."""
+    sig = inspect.signature(BACKBONES.get(name).__init__)
+    return {k: p.default for k, p in sig.parameters.items()
+            if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def _typed(raw: str, default):
+    """``--set key=raw`` typed like the default (None: a bool if it reads as one)."""
+    low = raw.strip().lower()
+    if isinstance(default, bool) or (default is None and low in _TRUE + _FALSE):
+        if low not in _TRUE + _FALSE:
+            raise ValueError("true or false")
+        return low in _TRUE
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, (list, tuple)):
+        return [int(c) for c in raw.replace("-", ",").split(",") if c.strip()]
+    return raw
+
+
+def parse_backbone_overrides(name: str, overrides: dict[str, str]) -> dict:
+    """Typed ``--set key=value`` constructor kwargs for backbone ``name`` (``tnet=false``,
+    ``k=40``, ``channels=64,64,64,128``); unknown keys are one error listing the known."""
+    fields = backbone_fields(name)
+    out = {}
+    for key, raw in overrides.items():
+        if key not in fields:
+            raise PointSSLError(f"--set {key}: not a {name} backbone option (known: "
+                                f"{', '.join(sorted(fields))})")
+        try:
+            out[key] = _typed(raw, fields[key])
+        except ValueError as e:
+            want = str(e) if str(e) == "true or false" else type(fields[key]).__name__
+            raise PointSSLError(f"--set {key}={raw}: expected {want}") from None
+    return out
+
+
+def rebuild_backbone(name: str, config: dict) -> Backbone:
+    """The backbone a file's recorded name and config describe (fresh weights): old configs
+    pass through the class's ``upgrade_config`` first, so a file keeps its network when a
+    default changes (a PointNet saved before the feature transform existed stays without)."""
+    cls = BACKBONES.get(name)
+    return cls(**cls.upgrade_config(dict(config)))
 
 
 def random_backbone(name: str, seed: int, **config) -> Backbone:
@@ -51,9 +106,9 @@ def load_backbone(path, map_location="cpu") -> tuple[Backbone, dict]:
     returns (backbone, meta)."""
     blob = load_checkpoint(path, fmt=FORMAT, map_location=map_location)
     try:
-        bb = build_backbone(blob["backbone"], **blob["config"])
+        bb = rebuild_backbone(blob["backbone"], blob["config"])
         bb.load_state_dict(blob["state_dict"])
-    except (KeyError, TypeError, RuntimeError, PointSSLError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError, PointSSLError) as e:
         msg = " ".join(str(e).split())[:300]
         raise PointSSLError(f"{path}: cannot rebuild the backbone ({msg})") from None
     return bb, dict(blob.get("meta", {}), pointssl_version=blob.get("pointssl_version"))

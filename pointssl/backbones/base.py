@@ -40,6 +40,7 @@ class Backbone(nn.Module):
     it) and implement ``forward_dense`` (same-size clouds), ``forward_packed`` (any sizes), or
     both. With only one, the other is derived: dense from packed exactly; packed from dense by
     running each cloud alone (exact in eval mode; train-mode BN then sees one cloud at a time).
+    A backbone with a training-only regulariser returns it as ``BackboneOutput.aux_loss``.
     """
 
     name: str = "backbone"
@@ -56,6 +57,12 @@ class Backbone(nn.Module):
         """Small constructor kwargs that keep the contract tests fast."""
         return {}
 
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """A config read from a file written by an older version -> today's kwargs that
+        rebuild the same network (a changed default must not change an old file's network)."""
+        return dict(config)
+
     # ------------------------------------------------------------------ dispatch
     def forward(self, x) -> BackboneOutput:
         if isinstance(x, np.ndarray):
@@ -70,7 +77,7 @@ class Backbone(nn.Module):
         if n is not None and self._has("forward_dense"):  # one size: the dense fast path
             out = self.forward_dense(pb.dense(self.in_dim))
             return BackboneOutput(out.global_feat, out.point_feat.reshape(len(pb.coord), -1),
-                                  pb.offset)
+                                  pb.offset, out.aux_loss)
         return self.forward_packed(pb.points(self.in_dim), pb.offset)
 
     def forward_dense(self, x: torch.Tensor) -> BackboneOutput:
@@ -79,15 +86,18 @@ class Backbone(nn.Module):
         b, n, c = x.shape
         out = self.forward_packed(x.reshape(b * n, c),
                                   torch.arange(b + 1, device=x.device) * n)
-        return BackboneOutput(out.global_feat, out.point_feat.reshape(b, n, -1))
+        return BackboneOutput(out.global_feat, out.point_feat.reshape(b, n, -1),
+                              aux_loss=out.aux_loss)
 
     def forward_packed(self, x: torch.Tensor, offset: torch.Tensor) -> BackboneOutput:
         """x (P, in_dim) of B clouds, offset (B + 1,) -> global (B, C), point (P, Cp)."""
         self._needs_one()
         outs = [self.forward_dense(x[int(lo):int(hi)].unsqueeze(0))
                 for lo, hi in zip(offset[:-1].tolist(), offset[1:].tolist())]
+        aux = [o.aux_loss for o in outs if o.aux_loss is not None]
         return BackboneOutput(torch.cat([o.global_feat for o in outs]),
-                              torch.cat([o.point_feat[0] for o in outs]), offset)
+                              torch.cat([o.point_feat[0] for o in outs]), offset,
+                              torch.stack(aux).mean() if aux else None)  # mean over clouds
 
     # ------------------------------------------------------------------ helpers
     def _device(self) -> torch.device:

@@ -1,4 +1,11 @@
-"""PointNet encoder (Qi et al. 2017) as used by OcCo / Jigsaw3D / ConClu / ParAE."""
+"""PointNet encoder (Qi et al., CVPR 2017, Fig. 2) as used by Jigsaw3D / OcCo / ConClu / ParAE.
+
+Both ConClu (Sec. 4, "following Jigsaw3D") and ParAE (Sec. 4, "the same two backbones" as
+Jigsaw3D and OcCo) take PointNet as the cited papers built it and say nothing about its
+transform nets; PointNet's Fig. 2 has both the input (3x3) and the feature (64x64) transform,
+and the Jigsaw3D / OcCo PointNet (OcCo_Torch/models/pointnet_jigsaw.py: PointNetEncoder with
+feature_transform=True, regulariser weight 0.001) runs with both. So both are on by default;
+``tnet=False`` gives the plain trunk."""
 
 from __future__ import annotations
 
@@ -48,7 +55,9 @@ class PointwiseMLP(nn.Module):
 
 
 class TNet(nn.Module):
-    """Spatial transformer predicting a (k x k) matrix (PointNet's input transform)."""
+    """Spatial transformer predicting a (k x k) matrix: PointNet's input transform (k = 3) and
+    feature transform (k = 64), the same net (PointNet Sec. 4.2 and supp.: mlp 64-128-1024,
+    max-pool, FC 512-256, then k x k initialised to the identity)."""
 
     def __init__(self, k: int = 3):
         super().__init__()
@@ -70,23 +79,55 @@ class TNet(nn.Module):
         return self.fc(g).view(-1, self.k, self.k) + eye
 
 
+def orthogonality_penalty(a: torch.Tensor) -> torch.Tensor:
+    """PointNet Eq. 2: L_reg = ||I - A A^T||_F^2, averaged over the (B, k, k) matrices."""
+    eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
+    return (eye - a @ a.transpose(1, 2)).square().sum((1, 2)).mean()
+
+
+def transform_packed(x: torch.Tensor, t: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Packed rows (P, k) of B clouds times each cloud's own (k, k) matrix -> (P, k): one bmm
+    when the clouds share a size, else cloud by cloud (never a (P, k, k) copy of the
+    matrices: 512 MB for 32 x 1024 points with k = 64)."""
+    sizes = (offset[1:] - offset[:-1]).tolist()
+    if len(set(sizes)) == 1:
+        return torch.bmm(x.reshape(len(sizes), sizes[0], -1), t).reshape(len(x), -1)
+    return torch.cat([xi @ ti for xi, ti in zip(torch.split(x, sizes), t)])
+
+
 @BACKBONES.register("pointnet")
 class PointNet(Backbone):
-    """Per-point MLP 3-64-64-64-128-1024 then max-pool.
+    """PointNet's classification trunk (Fig. 2): input transform, mlp(64, 64), feature
+    transform, mlp(64, 128, 1024), max-pool.
 
     global_feat: (B, 1024); point_feat: the concatenated per-point outputs of the first four
-    layers (64+64+64+128 = 320), the multi-level features a segmentation head consumes.
+    layers (64+64+64+128 = 320), the second one *after* the feature transform (as PointNet's
+    segmentation network reads its local feature, Fig. 2): the multi-level local features a
+    segmentation head consumes (PointNet-seg concatenates local features of every level).
+
+    ``tnet`` switches both transform nets (``--set tnet=true|false``); ``feature_transform``
+    (None = follow ``tnet``) switches the 64 x 64 one alone. In train mode with the feature
+    transform, ``aux_loss`` = ``transform_reg`` * ||I - A A^T||_F^2 (Eq. 2; weight 0.001).
     """
 
     name = "pointnet"
 
-    def __init__(self, channels=(64, 64, 64, 128), emb_dim: int = 1024, tnet: bool = False,
-                 in_dim: int = 3):
-        super().__init__(channels=list(channels), emb_dim=emb_dim, tnet=tnet, in_dim=in_dim)
-        self.tnet = TNet(3) if tnet else None  # OcCo's encoder has it; off by default (2x cost)
+    def __init__(self, channels=(64, 64, 64, 128), emb_dim: int = 1024, tnet: bool = True,
+                 in_dim: int = 3, feature_transform: bool | None = None,
+                 transform_reg: float = 0.001):  # PointNet Sec. 4.2: weight 0.001
+        ft = bool(tnet) if feature_transform is None else bool(feature_transform)
+        super().__init__(channels=list(channels), emb_dim=emb_dim, tnet=bool(tnet),
+                         in_dim=in_dim, feature_transform=ft,
+                         transform_reg=float(transform_reg))
+        self.tnet = TNet(3) if tnet else None
         dims = [in_dim, *channels]
         self.layers = nn.ModuleList(PointwiseMLP(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.last = PointwiseMLP(dims[-1], emb_dim)
+        # after mlp(64, 64), i.e. the second layer (Fig. 2); created last so that a trunk
+        # without it keeps the seeded init of the former network
+        self.ft_at = min(1, len(channels) - 1)
+        self.ftnet = TNet(dims[self.ft_at + 1]) if ft else None
+        self.transform_reg = float(transform_reg)
         self.global_dim = emb_dim
         self.point_dim = sum(channels)
         self.in_dim = in_dim
@@ -95,28 +136,44 @@ class PointNet(Backbone):
     def test_config(cls) -> dict:
         return {"channels": (8, 16), "emb_dim": 32, "tnet": True}
 
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """Configs written before the feature transform existed had the input one only."""
+        return {"feature_transform": False, **config}
+
+    def _reg(self, a: torch.Tensor) -> torch.Tensor | None:
+        if not self.training or self.transform_reg == 0:
+            return None
+        return self.transform_reg * orthogonality_penalty(a)
+
     def forward_dense(self, x: torch.Tensor) -> BackboneOutput:
         if self.tnet is not None:
             xyz = x[..., :3] @ self.tnet(x[..., :3])
             x = torch.cat([xyz, x[..., 3:]], dim=-1)
-        feats = []
-        for layer in self.layers:
+        feats, aux = [], None
+        for i, layer in enumerate(self.layers):
             x = layer(x)
+            if i == self.ft_at and self.ftnet is not None:
+                a = self.ftnet(x)
+                x = torch.bmm(x, a)
+                aux = self._reg(a)
             feats.append(x)
         g = self.last.forward_maxpool(x)
-        return BackboneOutput(global_feat=g, point_feat=torch.cat(feats, dim=-1))
+        return BackboneOutput(global_feat=g, point_feat=torch.cat(feats, dim=-1), aux_loss=aux)
 
     def forward_packed(self, x: torch.Tensor, offset: torch.Tensor) -> BackboneOutput:
         # per-point layers see (P, C): train-mode BN normalises over all P points
         if self.tnet is not None:
-            t = self.tnet(x[:, :3], offset)  # (B, 3, 3)
-            seg = torch.repeat_interleave(t, (offset[1:] - offset[:-1]).to(x.device), dim=0,
-                                          output_size=len(x))
-            xyz = torch.bmm(x[:, None, :3], seg)[:, 0]
+            xyz = transform_packed(x[:, :3], self.tnet(x[:, :3], offset), offset)
             x = torch.cat([xyz, x[:, 3:]], dim=-1)
-        feats = []
-        for layer in self.layers:
+        feats, aux = [], None
+        for i, layer in enumerate(self.layers):
             x = layer(x)
+            if i == self.ft_at and self.ftnet is not None:
+                a = self.ftnet(x, offset)
+                x = transform_packed(x, a, offset)
+                aux = self._reg(a)
             feats.append(x)
         g = self.last.forward_maxpool(x, offset)
-        return BackboneOutput(global_feat=g, point_feat=torch.cat(feats, dim=-1), offset=offset)
+        return BackboneOutput(global_feat=g, point_feat=torch.cat(feats, dim=-1), offset=offset,
+                              aux_loss=aux)

@@ -50,6 +50,7 @@ from pointssl.backbones import load_backbone, random_backbone
 from pointssl.data.views import subsample_indices
 from pointssl.errors import PointSSLError
 from pointssl.evaluate.metrics import classification_metrics, partseg_metrics, restricted_argmax
+from pointssl.evaluate.splits import check_disjoint
 from pointssl.heads import ClassificationHead, SegmentationHead
 from pointssl.structures import BackboneOutput
 from pointssl.utils import resolve_device
@@ -288,7 +289,15 @@ class ClassificationTask:
     def __init__(self, train, test, *, num_points: int = 1024, val_fraction: float = 0.0):
         self.train, self.test = train, test
         self.num_points, self.val_fraction = num_points, val_fraction
-        self.num_classes = max(train.num_classes, int(test.labels.max()) + 1)
+        # the head's size comes from training data only: a test class it cannot know is an
+        # error, not a silently larger (differently initialised) classifier
+        self.num_classes = train.num_classes
+        unknown = sorted({int(c) for c in test.labels if c >= self.num_classes})
+        if unknown:
+            names = [test.class_names[c] if c < len(test.class_names or []) else str(c)
+                     for c in unknown]
+            raise PointSSLError(f"test classes {', '.join(names)} are not among the "
+                                f"{self.num_classes} training classes")
 
     def split(self, labeled: np.ndarray, seed: int):
         """(train items, validation items) of the labelled subset."""
@@ -401,8 +410,8 @@ class PartSegTask:
         return {}
 
     def make_head(self, bb) -> nn.Module:
-        return SegmentationHead(bb.point_dim, bb.global_dim, [256, 128], self.num_parts,
-                                num_categories=self.num_cats, dropout=0.5)
+        # the paper's segmentation network for this backbone (PointNet-seg / DGCNN-seg)
+        return SegmentationHead.for_backbone(bb, self.num_parts, num_categories=self.num_cats)
 
     def sample(self, items, d: int, rng):
         return _gather(self.train, items, self.num_points, d, rng, with_parts=True)
@@ -460,6 +469,7 @@ class Protocol:
         t0 = time.perf_counter()
         task, seed, dev = self.task, self.seed, self.device
         fraction = parse_fraction(fraction)
+        check_disjoint(task.train, task.test, f"finetune {task.name}")
         _check_inputs(backbone, task.train, task.test)
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
@@ -528,8 +538,10 @@ class Protocol:
         if self.regime.augments(self.augment):
             x = _augment(x, self.gen)
         cats = torch.from_numpy(task.train.labels[items]).to(self.device)
-        return task.loss(model.head, model.features(x.to(self.device)), cats,
-                         target.to(self.device))
+        out = model.features(x.to(self.device))
+        loss = task.loss(model.head, out, cats, target.to(self.device))
+        # PointNet's feature-transform regulariser (Qi et al. Eq. 2) when the backbone trains
+        return loss if out.aux_loss is None else loss + out.aux_loss
 
     def fit(self):
         """Adam + per-step cosine decay over the training items. Returns (epochs run,

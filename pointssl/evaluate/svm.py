@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from pointssl.evaluate.features import extract_features
+from pointssl.evaluate.splits import check_disjoint
 
 # Half-decade grid for standardised 1024-d features. Measured CV accuracy on random-PointNet
 # ModelNet40 features peaks at 0.01-0.03 and already falls at 0.1; larger C costs most
@@ -426,7 +427,9 @@ def svm_eval(backbone, train, test, *, seed=0, folds=5, Cs=None, num_points=None
              batch_size=32, device=None, keep_features=False) -> dict:
     """The linear-SVM protocol for one backbone: frozen global features of ``train`` and
     ``test`` (feature seeds ``seed`` and ``seed + 1``), then :func:`linear_svm_protocol`.
-    ``keep_features`` adds ``test_features`` and ``test_labels``."""
+    ``keep_features`` adds ``test_features`` and ``test_labels``. Refuses a ``test`` that
+    shares a file with ``train`` (:func:`~pointssl.evaluate.splits.check_disjoint`)."""
+    check_disjoint(train, test, "svm")
     t0 = time.time()
     xtr, ytr = extract_features(backbone, train, num_points=num_points, batch_size=batch_size,
                                 device=device, seed=seed)

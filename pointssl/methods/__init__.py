@@ -18,7 +18,8 @@ from pointssl.methods.base import (
 )
 
 __all__ = ["METHODS", "Method", "OptimConfig", "collate_point_batches", "method_spec",
-           "method_classes", "parse_overrides", "build_method", "method_from_spec", "load_method"]
+           "method_classes", "parse_overrides", "split_overrides", "build_method",
+           "method_from_spec", "load_method"]
 
 
 def method_classes(name: str) -> tuple[type[Method], type]:
@@ -52,6 +53,26 @@ def parse_overrides(cfg_cls, overrides: dict[str, str]) -> dict:
     return out
 
 
+def split_overrides(method: str, backbone: str, overrides: dict[str, str]
+                    ) -> tuple[dict, dict]:
+    """``--set`` pairs -> (typed method config fields, typed backbone kwargs): a key the
+    method's config has goes to the method, else to the backbone (``tnet=false``); a key
+    neither knows is one error listing both."""
+    from pointssl.backbones import backbone_fields, parse_backbone_overrides
+
+    _, cfg_cls = method_classes(method)
+    known = {f.name for f in dataclasses.fields(cfg_cls)}
+    bb_known = backbone_fields(backbone)
+    mine = {k: v for k, v in overrides.items() if k in known}
+    theirs = {k: v for k, v in overrides.items() if k not in known}
+    unknown = sorted(k for k in theirs if k not in bb_known)
+    if unknown:
+        raise PointSSLError(f"--set {unknown[0]}: neither a {cfg_cls.__name__} field (known: "
+                            f"{', '.join(sorted(known))}) nor a {backbone} backbone option "
+                            f"(known: {', '.join(sorted(bb_known))})")
+    return parse_overrides(cfg_cls, mine), parse_backbone_overrides(backbone, theirs)
+
+
 def build_method(name: str, backbone, overrides: dict | None = None):
     """(method, config) for a registered method around ``backbone``."""
     cls, cfg_cls = method_classes(name)
@@ -72,7 +93,7 @@ def _strip_prefixes(state: dict) -> dict:
 def method_from_spec(blob: dict, source: str = "checkpoint") -> Method:
     """The method (fresh weights) that a checkpoint's ``method`` / ``backbone`` entries
     describe; ``source`` names the file in errors."""
-    from pointssl.backbones import build_backbone
+    from pointssl.backbones import rebuild_backbone
 
     m, b = blob.get("method"), blob.get("backbone")
     if not (isinstance(m, dict) and isinstance(b, dict)):
@@ -84,7 +105,7 @@ def method_from_spec(blob: dict, source: str = "checkpoint") -> Method:
     if unknown:
         raise PointSSLError(f"{source}: {m['name']} config has fields this version does not "
                             f"know: {', '.join(unknown)}")
-    return cls(build_backbone(b["name"], **b["config"]), cfg_cls(**m["config"]))
+    return cls(rebuild_backbone(b["name"], b["config"]), cfg_cls(**m["config"]))
 
 
 def load_method(path, map_location="cpu") -> Method:

@@ -30,20 +30,25 @@ class ParAEConfig(OptimConfig):
     num_points: int = 1024  # Sec. 4.2: N = 1024 random points per shape (no augmentation, 3.4)
     num_components: int = 32  # Sec. 4.1: J = 32 partitions / Gaussians
     eps: float = 1e-4  # not stated: ε I added to Σ_j (Eq. 7); keeps Cholesky/density finite
-    head_channels: str = "512,256,128"  # not stated: PointNet/DGCNN-style segmentation head MLP
+    # Sec. 3: "a supervised point-wise classification network (e.g. PointNet segmentation
+    # network)", Sec. 1: used "without modification": "auto" = the backbone's segmentation net
+    # (SegmentationHead.for_backbone: PointNet-seg / DGCNN-seg MLP 256-256-128, no category
+    # one-hot); "512,256,128" etc. = a light custom head of those channels (the former default)
+    head_channels: str = "auto"
 
 
 def parse_channels(spec: str) -> list[int]:
     try:
         return [int(c) for c in str(spec).replace("-", ",").split(",") if c.strip()]
     except ValueError:
-        raise PointSSLError(f"head_channels {spec!r}: expected integers like '512,256,128'") \
-            from None
+        raise PointSSLError(f"head_channels {spec!r}: expected 'auto' or integers like "
+                            "'512,256,128'") from None
 
 
 @METHODS.register("parae")
 class ParAE(Method):
-    """Any backbone + a segmentation head; loss = NLL of the points under ξ(P, S) (Eq. 11).
+    """Any backbone + a segmentation head; loss = NLL of the points under ξ(P, S) (Eq. 11),
+    plus the backbone's ``aux_loss`` when it has one (logged as ``reg``).
 
     The exported feature is the backbone's global feature (max-pool, Sec. 4.1); the head and
     Θ are discarded after pre-training. A training checkpoint rebuilds the full model with
@@ -56,8 +61,11 @@ class ParAE(Method):
     def __init__(self, backbone: Backbone, cfg: ParAEConfig | None = None):
         cfg = cfg or ParAEConfig()
         super().__init__(backbone, cfg)
-        self.head = SegmentationHead(backbone.point_dim, backbone.global_dim,
-                                     parse_channels(cfg.head_channels), cfg.num_components)
+        if str(cfg.head_channels).strip().lower() == "auto":
+            self.head = SegmentationHead.for_backbone(backbone, cfg.num_components)
+        else:
+            self.head = SegmentationHead(backbone.point_dim, backbone.global_dim,
+                                         parse_channels(cfg.head_channels), cfg.num_components)
         self.gmm_loss = GMMLikelihoodLoss(cfg.eps)
         self.sample = RandomSample(cfg.num_points)
 
@@ -81,5 +89,9 @@ class ParAE(Method):
         points = batch["points"]
         out, s = self.logits(points)
         res = self.gmm_loss(points, s)
-        return {"loss": res["nll"], "nll": res["nll"].detach(), "min_pi": res["min_pi"],
-                "embedding": out.global_feat.detach()}
+        out_d = {"loss": res["nll"], "nll": res["nll"].detach(), "min_pi": res["min_pi"],
+                 "embedding": out.global_feat.detach()}
+        if out.aux_loss is not None:  # the backbone's own regulariser (PointNet's L_reg)
+            out_d["loss"] = res["nll"] + out.aux_loss
+            out_d["reg"] = out.aux_loss.detach()
+        return out_d

@@ -8,8 +8,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch.utils.data import Dataset
 
+from pointssl.errors import PointSSLError
+
 # Optional per-point fields, in the order ``__getitem__`` adds them to an item.
 POINT_FIELDS = ("normals", "parts", "colors", "semantic")
+UP_AXES = ("x", "y", "z")
+
+
+def check_up_axis(axis: str | None) -> str | None:
+    """``axis`` when it is "x", "y", "z" or None; PointSSLError otherwise."""
+    if axis not in (None, *UP_AXES):
+        raise PointSSLError(f"up_axis must be one of {UP_AXES} or None, not {axis!r}")
+    return axis
 
 
 class LazyItems:
@@ -60,6 +70,10 @@ class CloudSet(Dataset):
     file (or synthetic id) for messages; meshes[i]: a handle whose ``read()`` gives the
     ``(verts, faces)`` the cloud was sampled from, or None; errors: the DataErrors of files
     that were skipped. Any per-item field may be a :class:`LazyField` (read on access).
+    origins[i]: where the points are stored when that is not a file of their own
+    (``"/abs/file.h5#row"``), for the leak check; up_axis: "x", "y" or "z" when the layout
+    fixes it, None when unknown; split_info: how the split was made when pointssl made it
+    (e.g. ``{"holdout": 0.2, "seed": 0}``), for the protocols to report.
     """
 
     points: Sequence[np.ndarray]
@@ -73,6 +87,9 @@ class CloudSet(Dataset):
     semantic: Sequence[np.ndarray] | None = None
     meshes: Sequence | None = None
     errors: list = field(default_factory=list)
+    origins: list[str] | None = None
+    up_axis: str | None = None
+    split_info: dict | None = None
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
@@ -80,7 +97,8 @@ class CloudSet(Dataset):
             raise ValueError(f"{len(self.points)} clouds but {len(self.labels)} labels")
         if self.sources is None:
             self.sources = [f"#{i}" for i in range(len(self.points))]
-        for name in POINT_FIELDS + ("sources", "meshes"):
+        check_up_axis(self.up_axis)
+        for name in POINT_FIELDS + ("sources", "meshes", "origins"):
             xs = getattr(self, name)
             if xs is not None and len(xs) != len(self.points):
                 raise ValueError(f"{len(self.points)} clouds but {len(xs)} {name}")
@@ -90,7 +108,7 @@ class CloudSet(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         """``points``, ``label``, ``index`` and each optional field present; ``mesh`` (a
-        handle, see ``meshes``) where the cloud has one."""
+        handle, see ``meshes``) where the cloud has one; ``up_axis`` when the set knows it."""
         item = {"points": self.points[i], "label": int(self.labels[i]), "index": i}
         for name in POINT_FIELDS:
             xs = getattr(self, name)
@@ -98,6 +116,8 @@ class CloudSet(Dataset):
                 item[name] = xs[i]
         if self.meshes is not None and self.meshes[i] is not None:
             item["mesh"] = self.meshes[i]
+        if self.up_axis is not None:
+            item["up_axis"] = self.up_axis
         return item
 
     @property
@@ -125,4 +145,7 @@ class CloudSet(Dataset):
             semantic=pick(self.semantic),
             meshes=pick(self.meshes),
             errors=list(self.errors),
+            origins=pick(self.origins),
+            up_axis=self.up_axis,
+            split_info=None if self.split_info is None else dict(self.split_info),
         )

@@ -1,5 +1,7 @@
-"""ModelNet in its three public layouts: PointNet's h5, the raw .off meshes, and
-``modelnet40_normal_resampled`` text files."""
+"""ModelNet in its public layouts: PointNet's h5, ``modelnet40_normal_resampled`` text files,
+and file trees ``<class>/{train,test}/FILES`` (the raw .off meshes, or clouds of any type) or
+``{train,test}/<class>/FILES``. ``modelnet10`` on a ModelNet40 folder selects the ten
+ModelNet10 classes: their ModelNet40 split is the ModelNet10 benchmark (3,991 / 908)."""
 
 from __future__ import annotations
 
@@ -17,11 +19,19 @@ from pointssl.data.datasets.base import (
     require_root,
     subfolders,
 )
-from pointssl.data.datasets.cloudset import CloudSet
+from pointssl.data.datasets.cloudset import CloudSet, check_up_axis
+from pointssl.data.datasets.folder import load_split_tree, split_layout
 from pointssl.data.formats import DataWarning, MeshFile, read_cached, read_cloud, read_h5
 from pointssl.data.formats.validate import one_line
 from pointssl.data.views.transforms import normalize_unit_sphere
 from pointssl.errors import DataError
+
+# ModelNet10's classes in its own (alphabetical) label order.
+MODELNET10 = ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa",
+              "table", "toilet")
+# Up axes, measured on the shared data (smallest extent of airplanes, largest of bottles):
+# PointNet's h5 and the raw .off meshes are z up; normal_resampled is y up.
+H5_UP, OFF_UP, NORMAL_RESAMPLED_UP = "z", "z", "y"
 
 
 def _id2file(h5: Path) -> Path | None:
@@ -56,7 +66,7 @@ def load_modelnet_h5(root, split: str = "train", num_points: int | None = None) 
         raise DataError(listing, "lists no h5 files")
     names_file = root / "shape_names.txt"
     class_names = read_names(names_file) if names_file.exists() else []
-    points, normals, labels, sources = [], [], [], []
+    points, normals, labels, sources, origins = [], [], [], [], []
     for h5 in files:
         data, label, normal = read_h5(h5)
         if label is None:
@@ -92,6 +102,8 @@ def load_modelnet_h5(root, split: str = "train", num_points: int | None = None) 
         labels.append(label)
         normals.append(normal)
         sources.extend(src or [f"{h5.name}#{i}" for i in range(len(data))])
+        # the rows' true identity: two splits backed by one h5 file share these
+        origins.extend(f"{h5.resolve()}#{i}" for i in range(len(data)))
     has_normals = all(n is not None for n in normals)
     return CloudSet(
         points=points,
@@ -99,6 +111,8 @@ def load_modelnet_h5(root, split: str = "train", num_points: int | None = None) 
         class_names=class_names,
         normals=[n for block in normals for n in block] if has_normals else None,
         sources=sources,
+        origins=origins,
+        up_axis=H5_UP,
     )
 
 
@@ -135,6 +149,7 @@ def load_modelnet_off(
         normals=normals,
         sources=[str(f) for f, _ in files],
         meshes=[MeshFile(str(f)) for f, _ in files],
+        up_axis=OFF_UP,
     )
 
 
@@ -189,35 +204,76 @@ def load_modelnet_normal_resampled(
         class_names=class_names,
         normals=normals if has_normals else None,
         sources=[str(f) for f, _ in files],
+        up_axis=NORMAL_RESAMPLED_UP,
     )
 
 
-def _detect(root: Path, split, num_points, seed, classes: int, **options) -> CloudSet:
-    """The h5 layout when ``{split}_files.txt`` exists, else ``<class>/{split}/*.off``
-    meshes, else the normal_resampled layout."""
-    if (root / f"{split}_files.txt").exists():
-        return load_modelnet_h5(root, split, num_points, **options)
-    if any(True for _ in root.glob(f"*/{split}/*.off")):
-        return load_modelnet_off(root, split, num_points or 2048, seed, **options)
-    if any(root.glob("*/*.txt")):
-        options.setdefault("classes", classes)
-        return load_modelnet_normal_resampled(root, split, num_points, **options)
-    raise DataError(
-        root,
-        f"no ModelNet layout found (expected {split}_files.txt, "
-        f"<class>/{split}/*.off or <class>/<name>.txt)",
-    )
+def select_modelnet10(cs: CloudSet, where) -> CloudSet:
+    """The ten ModelNet10 classes of a ModelNet40 set, relabelled 0..9 in ModelNet10's
+    order; a set with ten classes or fewer is returned as it is."""
+    if len(cs.class_names) <= len(MODELNET10):
+        return cs
+    missing = [c for c in MODELNET10 if c not in cs.class_names]
+    if missing:
+        raise DataError(where, f"has {len(cs.class_names)} classes but not the ModelNet10 "
+                               f"class(es) {', '.join(missing)}")
+    old = [cs.class_names.index(c) for c in MODELNET10]
+    lut = np.full(len(cs.class_names), -1, dtype=np.int64)
+    lut[old] = np.arange(len(MODELNET10))
+    out = cs.subset(np.flatnonzero(np.isin(cs.labels, old)))
+    out.labels = lut[out.labels]
+    out.class_names = list(MODELNET10)
+    return out
+
+
+def _names_file(root: Path, classes: int) -> list[str] | None:
+    for name in (f"modelnet{classes}_shape_names.txt", "shape_names.txt"):
+        if (root / name).exists():
+            return read_names(root / name)
+    return None
+
+
+def _detect(root: Path, split, num_points, seed, classes: int, up_axis="auto",
+            **options) -> CloudSet:
+    """The h5 layout when ``{split}_files.txt`` (or ``train_files.txt``) exists, else a file
+    tree with train/test folders, else the normal_resampled layout. ``up_axis`` "auto": the
+    layout's (h5, .off: z; normal_resampled: y; trees of other files: None, unknown)."""
+    if (root / f"{split}_files.txt").exists() or (root / "train_files.txt").exists():
+        cs = load_modelnet_h5(root, split, num_points, **options)
+    elif split_layout(root) is not None:
+        options.setdefault("cache_dir", "auto")
+        cs = load_split_tree(root, split, num_points or 2048, seed, strict=True,
+                             class_names=_names_file(root, classes), **options)
+        if all(s.lower().endswith(".off") for s in cs.sources):
+            cs.up_axis = OFF_UP
+    elif any(root.glob("*/*.txt")):
+        lists = classes
+        if classes == 10 and not (root / f"modelnet10_{split}.txt").exists() and (
+                root / f"modelnet40_{split}.txt").exists():
+            lists = 40  # only ModelNet40's lists: its ten classes are selected below
+        options.setdefault("classes", lists)
+        cs = load_modelnet_normal_resampled(root, split, num_points, **options)
+    else:
+        raise DataError(
+            root,
+            f"no ModelNet layout found (expected {split}_files.txt, "
+            f"<class>/{split}/FILES, {split}/<class>/FILES or <class>/<name>.txt)",
+        )
+    if up_axis != "auto":
+        cs.up_axis = check_up_axis(up_axis)
+    return select_modelnet10(cs, root) if classes == 10 else cs
 
 
 @DATASETS.register("modelnet40")
 def modelnet40(root, split="train", num_points=None, seed=0, **options) -> CloudSet:
-    """ModelNet40 in whichever layout ``root`` holds (h5, off or normal_resampled)."""
+    """ModelNet40 in whichever layout ``root`` holds (h5, file tree or normal_resampled)."""
     return _detect(require_root("modelnet40", root), split, num_points, seed, 40, **options)
 
 
 @DATASETS.register("modelnet10")
 def modelnet10(root, split="train", num_points=None, seed=0, **options) -> CloudSet:
-    """ModelNet10 in whichever layout ``root`` holds (h5, off or normal_resampled)."""
+    """ModelNet10 in whichever layout ``root`` holds (h5, file tree or normal_resampled);
+    on a ModelNet40 folder, its ten ModelNet10 classes."""
     return _detect(require_root("modelnet10", root), split, num_points, seed, 10, **options)
 
 

@@ -56,8 +56,9 @@ def load_scannet(root, split: str = "train", num_points: int | None = None, seed
     else:
         got = [read(i) for i in range(len(files))]
         points, colors = [g["points"] for g in got], [g["colors"] for g in got]
+    # ScanNet scenes are z up (the shared scene: floor at z = 0, ceiling at 3 m)
     return CloudSet(points=points, labels=np.full(len(files), -1), colors=colors,
-                    sources=[str(f) for f in files])
+                    sources=[str(f) for f in files], up_axis="z")
 
 
 @DATASETS.register("scannet")

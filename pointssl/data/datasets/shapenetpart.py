@@ -285,7 +285,9 @@ def _load_hdf5(base: Path, split: str, num_points, seed, normalize) -> CloudSet:
             labels.append(int(label[i]))
             sources.append(f"{path}#{i}")
     return CloudSet(points=pts, labels=np.array(labels), class_names=names, parts=parts,
-                    sources=sources, part_names=list(PART_NAMES))
+                    sources=sources, part_names=list(PART_NAMES),
+                    origins=[f"{Path(s.rsplit('#', 1)[0]).resolve()}#{s.rsplit('#', 1)[1]}"
+                             for s in sources])
 
 
 def load_shapenetpart(root, split: str = "train", num_points: int | None = None, seed: int = 0,
@@ -307,7 +309,9 @@ def load_shapenetpart(root, split: str = "train", num_points: int | None = None,
     if num_points is not None and int(num_points) < 1:
         raise DataError(root, f"num_points must be >= 1, got {num_points}")
     loader = _load_normal if found == "normal" else _load_hdf5
-    return loader(base, split, num_points, seed, normalize)
+    cs = loader(base, split, num_points, seed, normalize)
+    cs.up_axis = "y"  # ShapeNet's alignment, kept by both ShapeNetPart layouts
+    return cs
 
 
 @DATASETS.register("shapenetpart")

@@ -14,4 +14,7 @@ def load(root=None, split="train", num_points=None, seed=0, **options) -> CloudS
         kwargs["num_points"] = num_points
     if root is not None:
         kwargs["cache_dir"] = root
-    return synthetic.load_synthetic(split, **kwargs)
+    cs = synthetic.load_synthetic(split, **kwargs)
+    if cs.up_axis is None:
+        cs.up_axis = "z"  # the generator builds shapes resting on z = 0 (objects.make_shape)
+    return cs

@@ -17,10 +17,21 @@ SIDE_NAMES = re.compile(
 
 
 def data_files(root: Path, exts) -> tuple[list[Path], list[Path]]:
-    """(files with one of ``exts``, other files) under root, skipping hidden entries."""
+    """(files with one of ``exts``, other files) under root, skipping hidden entries.
+
+    Linked folders are followed (``train -> /disk/train`` is common; a test folder linked to
+    the train folder must be seen to be refused); a link back to a folder above ends there."""
     found, other = [], []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    above = {os.fspath(root): frozenset()}  # real paths of each folder's ancestors
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        chain = above.pop(dirpath, frozenset()) | {os.path.realpath(dirpath)}
+        keep = []
+        for d in sorted(dirnames):
+            sub = os.path.join(dirpath, d)
+            if not d.startswith(".") and os.path.realpath(sub) not in chain:
+                above[sub] = chain
+                keep.append(d)
+        dirnames[:] = keep
         for name in sorted(filenames):
             if name.startswith("."):
                 continue

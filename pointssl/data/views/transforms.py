@@ -33,7 +33,8 @@ class NormalizeUnitSphere:
 
 
 class RandomSample:
-    """Pick ``n`` points uniformly; with replacement only when the cloud has fewer than n.
+    """Pick ``n`` points uniformly without replacement; a cloud of fewer than n gives all its
+    points and duplicates only the shortfall (:func:`random_indices`).
 
     Always draws (a shuffle when the cloud has exactly n points), so views stay the same."""
 
@@ -57,10 +58,16 @@ def farthest_point_indices(xyz: np.ndarray, n: int, start: int = 0) -> np.ndarra
 
 
 class FarthestPointSample:
+    """``n`` farthest-point samples from a random start; a cloud of fewer than n points gives
+    all of them, the shortfall padded with duplicates as :class:`RandomSample` does."""
+
     def __init__(self, n: int):
         self.n = n
 
     def __call__(self, points, rng):
+        if len(points) <= self.n:
+            pad_rng = rng if rng is not None else np.random.default_rng(0)
+            return points[random_indices(len(points), self.n, pad_rng)]
         start = int(rng.integers(len(points))) if rng is not None else 0
         return points[farthest_point_indices(points, self.n, start)]
 
