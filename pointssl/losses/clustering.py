@@ -68,7 +68,10 @@ class SwappedClustering(nn.Module):
     other view: L = -(1/B) Σ_i Σ_j (s^a_ij log γ^b_ij + s^b_ij log γ^a_ij) + L_orth.
     Eq. 9 prints the sum without its minus sign; it is a cross-entropy to minimise. The
     transport plan's rows sum to 1/B (Eq. 7); they are rescaled to sum to 1 so each s_i is
-    a distribution, as in SwAV, which the paper follows.
+    a distribution, as in SwAV, which the paper follows. Pairing: Eq. 6 as printed computes
+    S^a from z^b, which read literally with Eq. 9 pairs a view's codes with its own
+    predictions; Sec. 2's text (pseudo-label s^b from z^b predicts γ^a from q^a) is a true
+    swap, and that is what is implemented (tests/test_honesty.py checks it by hand).
     """
 
     def __init__(self, dim: int, num_prototypes: int = 32, tau: float = 0.01,
