@@ -26,8 +26,8 @@ def load_checkpoint(path, fmt: str | tuple[str, ...] | None = None, map_location
     except Exception as e:  # noqa: BLE001 - any failure to unpack the file is a bad file
         msg = " ".join(str(e).split())
         why = ("holds objects other than tensors and plain data (refused: loading them could "
-               "run code; only if you trust its source, convert it once: torch.load it with "
-               "weights_only=False in your own code and torch.save its tensors, numbers and "
+               "run code; only if you trust its source, convert it once: load it with full "
+               "unpickling in your own code and torch.save just its tensors, numbers and "
                "strings)") if "weights_only" in msg or "Unsupported global" in msg \
             else f"not a readable checkpoint ({type(e).__name__})"
         raise PointSSLError(f"{path}: {why}") from None
