@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from pointssl.backbones import build_backbone
-from pointssl.losses.clustering import OrthogonalityLoss, SwappedClustering, sinkhorn
+from pointssl.losses.clustering import (
+    OrthogonalityLoss,
+    SwappedClustering,
+    code_stats,
+    sinkhorn,
+)
 from pointssl.losses.contrastive import NegativeCosine, SymmetricNegativeCosine
 from pointssl.methods.conclu import ConClu, ConCluConfig
 
@@ -124,7 +129,8 @@ def test_conclu_forward_backward_and_gradients_reach_backbone():
              for _ in range(6)]
     batch = {k: torch.from_numpy(np.stack([v[k] for v in views])) for k in views[0]}
     out = m(batch)
-    assert set(out) >= {"loss", "con", "clu", "orth", "swap_ce", "embedding", "reg"}
+    assert set(out) >= {"loss", "con", "clu", "orth", "swap_ce", "embedding", "reg",
+                        "code_entropy", "proto_usage"}
     assert math.isfinite(out["loss"].item())
     # Eq. 10 plus PointNet's feature-transform regulariser (zero at the identity init)
     assert torch.allclose(out["loss"], out["con"] + out["clu"] + out["reg"])
@@ -193,3 +199,14 @@ def test_rotation_uses_the_datasets_up_axis_unless_the_config_names_one():
         tiny_conclu(up_axis="up")
     with pytest.raises(DataError, match="sample 4.*up_axis"):
         auto.make_views({"points": pts, "up_axis": "w", "index": 4}, rng(0))
+
+
+def test_code_stats_on_hand_made_codes():
+    hard = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [1.0, 0, 0, 0]])
+    st = code_stats(hard)
+    assert st["code_entropy"].item() == pytest.approx(0.0, abs=1e-9)
+    assert st["proto_usage"].item() == pytest.approx(2 / 4)  # prototypes 0 and 1 of 4
+    uniform = torch.full((3, 4), 0.25)
+    assert code_stats(uniform)["code_entropy"].item() == pytest.approx(math.log(4))
+    mixed = torch.tensor([[0.5, 0.5, 0, 0]])
+    assert code_stats(mixed)["code_entropy"].item() == pytest.approx(math.log(2))

@@ -60,6 +60,17 @@ class OrthogonalityLoss(nn.Module):
         return (g @ g.t() - torch.eye(len(g), device=g.device, dtype=g.dtype)).abs().sum()
 
 
+@torch.no_grad()
+def code_stats(codes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Diagnostics of equipartition codes (B, J), rows summing to 1: ``code_entropy``, the mean
+    row entropy (0 for hard codes, ln J for uniform ones, where the swapped cross-entropy cannot
+    fall below 2 ln J), and ``proto_usage``, the fraction of the J prototypes that are some
+    row's argmax."""
+    ent = -(codes * codes.clamp_min(1e-12).log()).sum(1).mean()
+    used = torch.unique(codes.argmax(1)).numel() / codes.shape[1]
+    return {"code_entropy": ent, "proto_usage": torch.tensor(used, device=codes.device)}
+
+
 class SwappedClustering(nn.Module):
     """Swapped prediction of equipartition codes (Eqs. 5-9).
 
@@ -91,4 +102,5 @@ class SwappedClustering(nn.Module):
         ce = -((s_b * self.prototypes.log_assign(q_a)).sum(1).mean()
                + (s_a * self.prototypes.log_assign(q_b)).sum(1).mean())
         orth = self.orth(self.prototypes.weight)
-        return {"clu": ce + self.orth_weight * orth, "swap_ce": ce, "orth": orth}
+        return {"clu": ce + self.orth_weight * orth, "swap_ce": ce, "orth": orth,
+                **code_stats(torch.cat([s_a, s_b]))}
