@@ -11,6 +11,7 @@ from torch import nn
 from pointssl.backbones.base import BACKBONES, Backbone, BackboneOutput
 from pointssl.errors import PointSSLError
 from pointssl.utils import atomic_torch_save, load_checkpoint
+from pointssl.utils.overrides import parse_overrides
 
 __all__ = ["Backbone", "BackboneOutput", "BACKBONES", "build_backbone", "rebuild_backbone",
            "random_backbone", "save_backbone", "load_backbone", "backbone_fields",
@@ -31,40 +32,10 @@ def backbone_fields(name: str) -> dict[str, object]:
             if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
-
-
-def _typed(raw: str, default):
-    """``--set key=raw`` typed like the default (None: a bool if it reads as one)."""
-    low = raw.strip().lower()
-    if isinstance(default, bool) or (default is None and low in _TRUE + _FALSE):
-        if low not in _TRUE + _FALSE:
-            raise ValueError("true or false")
-        return low in _TRUE
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, float):
-        return float(raw)
-    if isinstance(default, (list, tuple)):
-        return [int(c) for c in raw.replace("-", ",").split(",") if c.strip()]
-    return raw
-
-
 def parse_backbone_overrides(name: str, overrides: dict[str, str]) -> dict:
     """Typed ``--set key=value`` constructor kwargs for backbone ``name`` (``tnet=false``,
     ``k=40``, ``channels=64,64,64,128``); unknown keys are one error listing the known."""
-    fields = backbone_fields(name)
-    out = {}
-    for key, raw in overrides.items():
-        if key not in fields:
-            raise PointSSLError(f"--set {key}: not a {name} backbone option (known: "
-                                f"{', '.join(sorted(fields))})")
-        try:
-            out[key] = _typed(raw, fields[key])
-        except ValueError as e:
-            want = str(e) if str(e) == "true or false" else type(fields[key]).__name__
-            raise PointSSLError(f"--set {key}={raw}: expected {want}") from None
-    return out
+    return parse_overrides(backbone_fields(name), overrides, f"a {name} backbone option")
 
 
 def rebuild_backbone(name: str, config: dict) -> Backbone:

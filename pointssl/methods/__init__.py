@@ -16,6 +16,7 @@ from pointssl.methods.base import (
     collate_point_batches,
     method_spec,
 )
+from pointssl.utils.overrides import parse_overrides as typed_overrides
 
 __all__ = ["METHODS", "Method", "OptimConfig", "collate_point_batches", "method_spec",
            "method_classes", "parse_overrides", "split_overrides", "build_method",
@@ -30,27 +31,8 @@ def method_classes(name: str) -> tuple[type[Method], type]:
 
 def parse_overrides(cfg_cls, overrides: dict[str, str]) -> dict:
     """Typed ``--set key=value`` overrides for a config dataclass; unknown keys are errors."""
-    fields = {f.name: f for f in dataclasses.fields(cfg_cls)}
-    out = {}
-    for key, raw in overrides.items():
-        if key not in fields:
-            raise PointSSLError(f"--set {key}: not a {cfg_cls.__name__} field "
-                                f"(known: {', '.join(sorted(fields))})")
-        default = fields[key].default
-        try:
-            if isinstance(default, bool):
-                if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(raw)
-                out[key] = raw.lower() in ("1", "true", "yes")
-            elif isinstance(default, int):
-                out[key] = int(raw)
-            elif isinstance(default, float):
-                out[key] = float(raw)
-            else:
-                out[key] = raw
-        except ValueError:
-            raise PointSSLError(f"--set {key}={raw}: expected {type(default).__name__}") from None
-    return out
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg_cls)}
+    return typed_overrides(defaults, overrides, f"a {cfg_cls.__name__} field")
 
 
 def split_overrides(method: str, backbone: str, overrides: dict[str, str]
