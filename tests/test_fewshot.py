@@ -143,7 +143,9 @@ def test_fewshot_eval_reports_the_random_init_twin(monkeypatch):
         nets.append(net)
         return extract_features(net, data, **kw)
 
-    monkeypatch.setattr(fs, "extract_features", spy)
+    import pointssl.evaluate.features as feats_module
+
+    monkeypatch.setattr(feats_module, "extract_features", spy)  # what split_features calls
     res = fs.fewshot_eval(bb, train, test, settings=((3, 4), (4, 2)), episodes=3, query=5)
     # features once per network and split; the twin is random_backbone(name, seed, **config)
     assert len(nets) == 4 and nets[0] is nets[1] is bb and nets[2] is nets[3]

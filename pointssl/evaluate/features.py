@@ -59,6 +59,14 @@ def extract_features(backbone: Backbone, data, *, num_points: int | None = None,
     return np.concatenate(feats), np.asarray(data.labels).copy()
 
 
+def split_features(backbone: Backbone, train, test, *, seed: int = 0, **options):
+    """``(x_train, y_train, x_test, y_test)``: :func:`extract_features` of both splits with the
+    protocols' feature seeds (``seed`` for train, ``seed + 1`` for test)."""
+    xtr, ytr = extract_features(backbone, train, seed=seed, **options)
+    xte, yte = extract_features(backbone, test, seed=seed + 1, **options)
+    return xtr, ytr, xte, yte
+
+
 @torch.inference_mode()
 def embed(backbone: Backbone, clouds: Sequence[np.ndarray], batch_size: int = 32,
           device=None) -> dict:

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from pointssl.errors import PointSSLError
-from pointssl.evaluate.features import extract_features
+from pointssl.evaluate.features import split_features
 from pointssl.evaluate.splits import check_disjoint
 from pointssl.evaluate.svm import LinearSVM, standardize
 
@@ -138,12 +138,8 @@ def fewshot_eval(backbone, train, test, settings=DEFAULT_SETTINGS, episodes: int
     nets = [backbone]
     if baseline:
         nets.append(random_backbone(backbone.name, seed, **backbone.config))
-    feats = []
-    for net in nets:
-        kw = dict(num_points=num_points, batch_size=batch_size, device=device)
-        xtr, ytr = extract_features(net, train, seed=seed, **kw)
-        xte, yte = extract_features(net, test, seed=seed + 1, **kw)
-        feats.append((xtr, ytr, xte, yte))
+    feats = [split_features(net, train, test, seed=seed, num_points=num_points,
+                            batch_size=batch_size, device=device) for net in nets]
     feat_s = time.time() - t0
     results = []
     for way, shot in settings:

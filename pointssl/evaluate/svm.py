@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 import torch
 
-from pointssl.evaluate.features import extract_features
+from pointssl.evaluate.features import split_features
 from pointssl.evaluate.splits import check_disjoint
 
 # Half-decade grid for standardised 1024-d features. Measured CV accuracy on random-PointNet
@@ -431,10 +431,9 @@ def svm_eval(backbone, train, test, *, seed=0, folds=5, Cs=None, num_points=None
     shares a file with ``train`` (:func:`~pointssl.evaluate.splits.check_disjoint`)."""
     check_disjoint(train, test, "svm")
     t0 = time.time()
-    xtr, ytr = extract_features(backbone, train, num_points=num_points, batch_size=batch_size,
-                                device=device, seed=seed)
-    xte, yte = extract_features(backbone, test, num_points=num_points, batch_size=batch_size,
-                                device=device, seed=seed + 1)
+    xtr, ytr, xte, yte = split_features(backbone, train, test, seed=seed,
+                                        num_points=num_points, batch_size=batch_size,
+                                        device=device)
     feat_s = time.time() - t0
     res = linear_svm_protocol(xtr, ytr, xte, yte, Cs=Cs, folds=folds, seed=seed)
     res.update(feature_seconds=round(feat_s, 2), total_seconds=round(time.time() - t0, 2))
