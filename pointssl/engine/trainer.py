@@ -369,6 +369,8 @@ class Trainer:
             "device": str(self.device),
             "shapes_per_s": statistics.median(st.throughputs) if st.throughputs else None,
             "peak_rss_mib": peak_rss_mib(),
+            "peak_gpu_mib": (torch.cuda.max_memory_allocated(self.device) / 2**20
+                             if self.device.type == "cuda" else None),
             "wall_minutes": self.clock.wall() / 60,
             "cpu_minutes": self.clock.cpu_final / 60,
             "snapshots": st.snapshots,
