@@ -123,6 +123,7 @@ def cmd_pretrain(args) -> int:
         "data": args.data, "root": str(args.root) if args.root else None, "seed": args.seed,
         "method_config": dataclasses.asdict(cfg), "max_minutes": args.max_minutes,
         "snapshot_minutes": args.snapshot_minutes, "budget_clock": args.budget_clock,
+        "precision": args.precision,
         "holdout": getattr(data, "split_info", None),
     }
     try:
@@ -131,7 +132,8 @@ def cmd_pretrain(args) -> int:
                                num_workers=args.num_workers, ckpt_every_steps=args.ckpt_every,
                                max_minutes=args.max_minutes,
                                snapshot_minutes=tuple(args.snapshot_minutes),
-                               config_to_save=config, budget_clock=args.budget_clock)
+                               config_to_save=config, budget_clock=args.budget_clock,
+                               precision=args.precision)
         main_rank = distributed.is_main()
     finally:
         distributed.cleanup()
@@ -345,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-clock", choices=["wall", "cpu"], default="wall",
                    help="what --max-minutes and --snapshot-minutes count: wall time, or the "
                         "process's CPU time (all threads)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: the forward under bf16 autocast (for GPUs; the losses that "
+                        "need it stay fp32)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--ckpt-every", type=int, default=200, help="checkpoint every N steps")
     p.add_argument("--num-workers", type=int, default=0)

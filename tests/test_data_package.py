@@ -212,7 +212,7 @@ def test_mesh_datasets_carry_a_mesh_handle(tmp_path):
 
 def test_synthetic_mesh_lies_under_its_cloud():
     cs = load_synthetic("val", num_points=128, shapes_per_class=1, categories=["mug", "table"],
-                        cache_dir=False)
+                        cache_dir=False, scan=False)
     for i in range(len(cs)):
         verts, faces = cs[i]["mesh"].read()
         _, dist, _ = trimesh.Trimesh(verts, faces, process=False).nearest.on_surface(cs.points[i])

@@ -1,4 +1,7 @@
-"""The built-in synthetic collection: parts, determinism, normalisation, normals, cache."""
+"""The built-in synthetic collection: parts, determinism, normalisation, normals, cache, and
+the scan simulation (visibility, labels through noise)."""
+
+import hashlib
 
 import numpy as np
 import pytest
@@ -6,7 +9,7 @@ import trimesh
 from pykdtree.kdtree import KDTree
 
 from pointssl.data import synthetic as S
-from pointssl.data.synthetic import collection
+from pointssl.data.synthetic import collection, scan
 from pointssl.errors import PointSSLError
 from pointssl.utils import cache_dir
 
@@ -49,7 +52,8 @@ def test_face_parts_cover_category_and_mesh_rests_on_ground(cat):
     assert seen == set(S.CATEGORY_PARTS[cat])
 
 
-@pytest.mark.parametrize("cat", ["chair", "mug", "vase", "airplane", "car", "lamp"])
+@pytest.mark.parametrize("cat", ["chair", "mug", "vase", "airplane", "car", "lamp", "stool",
+                                 "cup", "truck", "fan", "ladder"])
 def test_every_piece_is_closed_and_faces_outward(cat):
     for i in range(3):
         mesh, _ = _shape(cat, i)
@@ -201,7 +205,7 @@ def test_shapes_vary_within_a_class():
         ratios = ext / ext.max(1, keepdims=True)
         assert ratios.std(0).max() > 0.03, cat
     # Discrete parameters: the number of separate pieces (legs, shelves, arms...) varies.
-    for cat in ["shelf", "chair", "table"]:
+    for cat in ["shelf", "chair", "table", "cabinet", "ladder", "stool"]:
         counts = {len(_shape(cat, i)[0].split(only_watertight=False)) for i in range(10)}
         assert len(counts) >= 3, (cat, counts)
 
@@ -233,3 +237,117 @@ def test_bad_options_are_user_errors():
         S.load_synthetic("../train", cache_dir=False)
     with pytest.raises(PointSSLError, match="num_points"):
         S.load_synthetic(num_points=0, cache_dir=False)
+
+
+# ----------------------------------------------------------------------------- generator v3
+
+
+def _digest(cs) -> str:
+    h = hashlib.sha256()
+    for name in ("points", "normals", "parts"):
+        h.update(np.ascontiguousarray(np.stack(getattr(cs, name))).tobytes())
+    h.update(np.asarray(cs.labels).tobytes())
+    return h.hexdigest()
+
+
+def test_same_bytes_as_pinned_and_v2_still_reproducible():
+    # The v2 digest is generator v2's own output (commit 3960249, before v3): v2 is still
+    # there, byte for byte. Both digests pin the bytes across machines and numpy versions.
+    kw = dict(num_points=128, shapes_per_class=2, cache_dir=False)
+    v2 = S.load_synthetic("train", scan=False, categories=S.V2_CATEGORIES, **kw)
+    assert _digest(v2) == "4fb6303dba51505ac37ddb09497541ee475f1f369e4006bfa6a30352b69e9066"
+    v3 = S.load_synthetic("train", **kw)
+    assert _digest(v3) == "ff07f25c9255f219b29aaa0321ff3f50f1c0801d2ed707907626662a267309a2"
+    assert v3.class_names == S.CATEGORIES and S.CATEGORIES[:12] == S.V2_CATEGORIES
+
+
+def _plates(n=40):
+    """A 2x2 plate at z = 1 (part 0) over a 4x4 plate at z = 0 (part 1, both faces)."""
+    g = np.stack(np.meshgrid(*[np.linspace(-1.95, 1.95, n)] * 2), -1).reshape(-1, 2)
+    small = g[np.abs(g).max(1) < 0.95]
+    pts = np.concatenate([np.c_[small, np.ones(len(small))], np.c_[g, np.zeros(len(g))],
+                          np.c_[g, np.zeros(len(g))]])
+    up, down = [0.0, 0, 1], [0.0, 0, -1]
+    nrm = np.array([up] * len(small) + [up] * len(g) + [down] * len(g))
+    part = np.repeat([0, 1, 2], [len(small), len(g), len(g)])  # 2: the big plate's underside
+    return pts, nrm, part
+
+
+def test_visibility_by_hand():
+    pts, nrm, part = _plates()
+    seen = S.visible_from(pts, nrm, np.array([0.0, 0, 1]))  # camera above, looking down
+    r = np.abs(pts[:, :2]).max(1)
+    assert seen[part == 0].all()  # the near plate
+    assert not seen[part == 2].any()  # back faces
+    # the far plate: hidden under the near one, seen beyond its edge and the 3x3 pixel ring
+    # (extent 3.9 over 40 pixels: 0.1 per pixel; the near plate ends at 0.95)
+    assert not seen[(part == 1) & (r < 0.9)].any()
+    assert seen[(part == 1) & (r > 1.2)].all()
+    below = S.visible_from(pts, nrm, np.array([0.0, 0, -1]))
+    np.testing.assert_array_equal(below, part == 2)
+
+
+def test_every_scanned_point_keeps_its_sample(monkeypatch):
+    # Parts = each sample's own index, so the output says where every point came from.
+    monkeypatch.setattr(scan, "JITTER", (0.0, 0.0))
+    monkeypatch.setattr(scan, "OUTLIERS", (0.05, 0.05))
+    mesh, fp = _shape("chair", 0)
+    p, n, q = S.sample_surface(mesh, fp, 3000, np.random.default_rng(0))
+    out, on, src, info = S.simulate_scan(p, n, np.arange(len(p)), 500, np.random.default_rng(1))
+    assert out.shape == (500, 3) and len(set(src.tolist())) == 500  # no duplicates needed
+    np.testing.assert_array_equal(on, n[src])
+    err = out * info["scale"] + info["centre"] - p[src]  # back in the mesh frame
+    flying = info["outliers"]
+    assert len(flying) == 25
+    inl = np.setdiff1d(np.arange(500), flying)
+    np.testing.assert_allclose(err[inl], 0, atol=1e-9)  # no jitter: exactly the sample
+    # flying pixels moved along the view ray only, by at most FLYING in the units of the
+    # first normalisation (radius s1 of the picked samples)
+    along = err[flying] @ info["view"]
+    np.testing.assert_allclose(err[flying] - along[:, None] * info["view"], 0, atol=1e-9)
+    s1 = np.linalg.norm(p[src] - p[src].mean(0), axis=1).max()
+    assert 0 < np.abs(along).max() <= scan.FLYING * s1 + 1e-9
+    if info["partial"]:  # a single view: every kept sample faces the camera
+        assert (n[src] @ info["view"] > 0).all()
+
+
+def test_scanned_parts_are_the_nearest_faces_parts():
+    # With every nuisance on: points still sit on (within jitter of) a face of their part.
+    cs = S.load_synthetic("val", num_points=512, shapes_per_class=2, cache_dir=False,
+                          categories=["chair", "lamp", "truck"])
+    for i in range(len(cs)):
+        m = cs.meshes[i]
+        _, fp = S.make_shape(m.category, S.shape_rng(m.seed, m.split, m.category, m.index))
+        verts, faces = m.read()
+        _, dist, tri = trimesh.Trimesh(verts, faces, process=False).nearest.on_surface(
+            cs.points[i])
+        near = dist < 0.03  # jitter sigma <= 0.015; flying pixels are the far ones
+        assert near.mean() > 0.9
+        assert np.mean(fp[tri[near]] == cs.parts[i][near]) > 0.95
+
+
+def test_scan_is_harder_than_clean_and_stays_in_the_unit_sphere():
+    clean = S.load_synthetic("val", num_points=256, shapes_per_class=3, cache_dir=False,
+                             scan=False, categories=["cabinet", "bus"])
+    scans = S.load_synthetic("val", num_points=256, shapes_per_class=3, cache_dir=False,
+                             categories=["cabinet", "bus"])
+    for p in scans.points:
+        np.testing.assert_allclose(np.linalg.norm(p, axis=1).max(), 1.0, atol=1e-5)
+        np.testing.assert_allclose(p.mean(0), 0.0, atol=1e-5)
+    # a single view of a box shows at most three faces: fewer normal directions than whole
+    def faces_seen(cs):
+        return [len({tuple(np.round(v, 3)) for v in n}) for n in cs.normals]
+    assert np.mean(faces_seen(scans)) < np.mean(faces_seen(clean))
+
+
+def test_cache_key_follows_scan_options_and_generator_version(tmp_path, monkeypatch):
+    kw = dict(num_points=64, shapes_per_class=1, categories=["mug"], cache_dir=tmp_path)
+    S.load_synthetic("val", **kw)
+    S.load_synthetic("val", scan=False, **kw)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    monkeypatch.setattr(scan, "JITTER", (0.0, 0.001))  # a simulator constant changed
+    S.load_synthetic("val", **kw)
+    monkeypatch.setattr(collection, "GENERATOR_VERSION", 99)
+    S.load_synthetic("val", **kw)
+    names = sorted(f.name for f in tmp_path.glob("*.npz"))
+    assert len(names) == 4 and sum("_v99_" in n for n in names) == 1

@@ -40,6 +40,8 @@ __all__ = ["Trainer", "TrainState", "ViewsDataset", "epoch_batches", "build_opti
 
 log = logging.getLogger(__name__)
 
+PRECISIONS = ("fp32", "bf16")
+
 # Module attribute (not a direct time.monotonic call) so tests can drive the wall clock.
 _clock = time.monotonic
 
@@ -79,6 +81,8 @@ class Trainer:
     ``resume=True`` continues from ``checkpoints/last.pt`` when present (else starts fresh);
     ``resume=False`` refuses a folder that already holds a checkpoint. ``hooks``: extra
     :class:`~pointssl.engine.hooks.Hook` objects, run after the standard ones.
+    ``precision="bf16"`` runs each forward under bf16 autocast (bf16 matmuls; weights,
+    gradients, optimiser state and the losses that need it stay fp32).
 
     The run state (``self.state``, a :class:`TrainState`) exists from construction: a
     resumed trainer holds the checkpoint's counters, weights and history before ``fit``.
@@ -90,7 +94,7 @@ class Trainer:
                  snapshot_minutes=(), device=None, resume: bool = False, log_every: int = 10,
                  config_to_save: dict | None = None, progress: bool = True,
                  max_steps: int | None = None, budget_clock: str = "wall",
-                 hooks: list[Hook] | tuple = ()):
+                 hooks: list[Hook] | tuple = (), precision: str = "fp32"):
         self.method = method
         self.dataset = dataset
         self.out_dir = Path(out_dir)
@@ -105,6 +109,10 @@ class Trainer:
         # "cpu": max_minutes and snapshots count process CPU time (all threads, all ranks),
         # which a busy shared machine does not inflate the way it inflates wall time
         self.budget_clock = budget_clock
+        if precision not in PRECISIONS:
+            raise PointSSLError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                                f"not {precision!r}")
+        self.precision = precision  # "bf16": the forward under bf16 autocast
         self.config_to_save = config_to_save
         self.max_steps = None if max_steps is None else int(max_steps)
         if self.epochs < 0 or self.batch_size < 1 or self.seed < 0 or self.num_workers < 0:
@@ -331,7 +339,9 @@ class Trainer:
         st = self.state
         batch = to_device(batch, self.device)
         st.optimizer.zero_grad(set_to_none=True)
-        out = model(batch)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            out = model(batch)
         if not isinstance(out, dict) or "loss" not in out:
             raise PointSSLError(f"{type(self.method).__name__}.forward must return a dict "
                                 "with a 'loss' entry")
@@ -367,6 +377,7 @@ class Trainer:
             "batch_size": self.local_batch * self.world,
             "world_size": self.world,
             "device": str(self.device),
+            "precision": self.precision,
             "shapes_per_s": statistics.median(st.throughputs) if st.throughputs else None,
             "peak_rss_mib": peak_rss_mib(),
             "peak_gpu_mib": (torch.cuda.max_memory_allocated(self.device) / 2**20

@@ -1,4 +1,8 @@
-"""The built-in synthetic objects as a registered dataset (``root`` is its cache folder)."""
+"""The built-in synthetic objects as a registered dataset (``root`` is its cache folder).
+
+Generator v3's simulated scans by default; ``options`` go to ``load_synthetic`` (e.g.
+``scan=False`` for clean whole-surface samples, ``categories=V2_CATEGORIES`` as well for the
+v2 collection)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ from pointssl.data.synthetic.objects import (
     PART_NAMES,
     make_shape,
 )
-from pointssl.data.synthetic.sampling import sample_shape, shape_rng
+from pointssl.data.synthetic.sampling import normalize_cloud, sample_surface, shape_rng
+from pointssl.data.synthetic.scan import OVERSAMPLE, scan_settings, simulate_scan
 from pointssl.errors import PointSSLError
 from pointssl.utils import atomic_savez
 from pointssl.utils import cache_dir as default_cache
@@ -29,14 +30,34 @@ from pointssl.utils import cache_dir as default_cache
 DEFAULT_SHAPES_PER_CLASS = {"train": 64, "test": 32}
 
 
-def _generate(split, num_points, per_class, seed, categories, rotate_deg, tilt_deg):
+def shape_cloud(seed, split, category, index, num_points, rotate_deg=360.0, tilt_deg=0.0,
+                scan=True):
+    """Shape ``index`` of ``(split, category)``: ``(points, normals, parts, mesh, centre,
+    scale)``, the cloud being ``(mesh points - centre) / scale`` up to scan noise.
+
+    ``scan=False`` is the v2 cloud: ``num_points`` samples of the visible surface. ``scan=True``
+    draws ``OVERSAMPLE`` times as many and hands them to :func:`scan.simulate_scan` (its own
+    random stream), so the mesh and the dense sample are the same with or without the scan.
+    """
+    mesh, fp = make_shape(category, shape_rng(seed, split, category, index), rotate_deg, tilt_deg)
+    if not scan:
+        p, n, q = sample_surface(mesh, fp, num_points, shape_rng(seed, split, category, index, 1))
+        p, centre, scale = normalize_cloud(p)
+        return p, n, q, mesh, centre, scale
+    dense = sample_surface(mesh, fp, num_points * OVERSAMPLE,
+                           shape_rng(seed, split, category, index, 1))
+    p, n, q, info = simulate_scan(*dense, num_points, shape_rng(seed, split, category, index, 2))
+    return p, n, q, mesh, info["centre"], info["scale"]
+
+
+def _generate(split, num_points, per_class, seed, categories, rotate_deg, tilt_deg, scan):
     pts, nrm, parts, labels = [], [], [], []
     for label, cat in enumerate(categories):
         for i in range(per_class):
-            mesh, fp = make_shape(cat, shape_rng(seed, split, cat, i), rotate_deg, tilt_deg)
-            p, n, q = sample_shape(mesh, fp, num_points, shape_rng(seed, split, cat, i, 1))
-            pts.append(p)
-            nrm.append(n)
+            p, n, q = shape_cloud(seed, split, cat, i, num_points, rotate_deg, tilt_deg,
+                                  scan)[:3]
+            pts.append(p.astype(np.float32))
+            nrm.append(n.astype(np.float32))
             parts.append(q)
             labels.append(label)
     return {
@@ -74,7 +95,8 @@ def _write_cache(path: Path, arrays: dict, meta: dict) -> None:
 @dataclass(frozen=True)
 class SyntheticMesh:
     """The mesh a synthetic cloud was sampled from, rebuilt on ``read()`` from its key and
-    moved into the cloud's frame (centred, unit sphere; to float32 precision)."""
+    moved into the cloud's frame (centred, unit sphere; to float32 precision, and but for
+    the scan's jitter and outliers where ``scan``)."""
 
     seed: int
     split: str
@@ -83,15 +105,13 @@ class SyntheticMesh:
     num_points: int
     rotate_deg: float = 360.0
     tilt_deg: float = 0.0
+    scan: bool = True
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
-        key = (self.seed, self.split, self.category, self.index)
-        mesh, fp = make_shape(self.category, shape_rng(*key), self.rotate_deg, self.tilt_deg)
         # the cloud was normalised by its own sample: redraw it to recover the same map
-        raw, _, _ = sample_shape(mesh, fp, self.num_points, shape_rng(*key, 1), normalize=False)
-        raw = raw.astype(np.float64)
-        centre = raw.mean(0)
-        scale = np.linalg.norm(raw - centre, axis=1).max()
+        _, _, _, mesh, centre, scale = shape_cloud(
+            self.seed, self.split, self.category, self.index, self.num_points,
+            self.rotate_deg, self.tilt_deg, self.scan)
         return (np.asarray(mesh.vertices) - centre) / scale, np.asarray(mesh.faces, np.int64)
 
 
@@ -105,12 +125,17 @@ def load_synthetic(
     categories: list[str] | None = None,
     rotate_deg: float = 360.0,
     tilt_deg: float = 0.0,
+    scan: bool = True,
 ) -> CloudSet:
     """The synthetic collection for ``split`` as a :class:`CloudSet` with normals and parts.
 
-    ``shapes_per_class`` defaults to 64 for train and 32 otherwise. Results are cached as one
-    npz per option set in ``cache_dir`` (default ``pointssl.utils.cache_dir("synthetic")``);
-    ``cache_dir=False`` disables caching. Each item keeps a :class:`SyntheticMesh` handle.
+    ``scan=True`` (the benchmark): every cloud is a simulated scan (:mod:`.scan`: partial
+    view, occluder, uneven density, jitter, flying-pixel outliers); ``scan=False``: clean
+    samples of the whole visible surface. ``scan=False, categories=V2_CATEGORIES`` gives
+    generator v2's collection, byte for byte. ``shapes_per_class`` defaults to 64 for train
+    and 32 otherwise. Results are cached as one npz per option set in ``cache_dir`` (default
+    ``pointssl.utils.cache_dir("synthetic")``); ``cache_dir=False`` disables caching. Each
+    item keeps a :class:`SyntheticMesh` handle.
     """
     if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", split):
         raise PointSSLError(f"synthetic split must be a plain name like 'train', got {split!r}")
@@ -134,8 +159,11 @@ def load_synthetic(
         "categories": cats,
         "rotate_deg": float(rotate_deg),
         "tilt_deg": float(tilt_deg),
+        # the simulator's constants too, so that editing one cannot reuse a stale cache
+        "scan": scan_settings() if scan else False,
     }
-    args = (split, int(num_points), int(shapes_per_class), int(seed), cats, rotate_deg, tilt_deg)
+    args = (split, int(num_points), int(shapes_per_class), int(seed), cats, rotate_deg,
+            tilt_deg, bool(scan))
     arrays = None
     path = None
     if cache_dir is not False:
@@ -156,7 +184,7 @@ def load_synthetic(
         normals=list(arrays["normals"].astype(np.float32)),
         parts=list(arrays["parts"].astype(np.int64)),
         sources=[f"synthetic/{c}/{split}/{i:04d}" for c in cats for i in range(k)],
-        meshes=[SyntheticMesh(int(seed), split, c, i, int(num_points), rotate_deg, tilt_deg)
-                for c in cats for i in range(k)],
+        meshes=[SyntheticMesh(int(seed), split, c, i, int(num_points), rotate_deg, tilt_deg,
+                              bool(scan)) for c in cats for i in range(k)],
         part_names=list(PART_NAMES),
     )

@@ -12,7 +12,7 @@ import trimesh
 from pointssl.data.synthetic.geometry import _arc, _Builder, _rot, _tf
 from pointssl.errors import PointSSLError
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 _PARTS: dict[str, list[str]] = {
     "airplane": ["fuselage", "wings", "tail", "engines"],
@@ -27,8 +27,21 @@ _PARTS: dict[str, list[str]] = {
     "sofa": ["seat", "back", "arms", "base"],
     "table": ["top", "legs"],
     "vase": ["body", "lip", "handles"],
+    # v3: near neighbours of the classes above (same kinds of parts, other arrangements)
+    "stool": ["seat", "legs", "footrest"],
+    "desk": ["top", "legs", "drawers"],
+    "cabinet": ["body", "doors", "handles", "legs"],
+    "cup": ["bowl", "stem", "foot"],
+    "bowl": ["body", "foot"],
+    "jar": ["body", "lid"],
+    "truck": ["cab", "cargo", "wheels"],
+    "bus": ["body", "wheels"],
+    "monitor": ["screen", "stand", "base"],
+    "ladder": ["rails", "rungs"],
+    "fan": ["base", "stem", "head"],
 }
 CATEGORIES: list[str] = list(_PARTS)
+V2_CATEGORIES: list[str] = CATEGORIES[:12]  # generator v2's classes (v3 appends, never reorders)
 PART_NAMES: list[str] = [f"{c}/{p}" for c in CATEGORIES for p in _PARTS[c]]
 CATEGORY_PARTS: dict[str, list[int]] = {}
 for _c in CATEGORIES:
@@ -607,6 +620,298 @@ def _bench(b, rng):
                 b.box(back, [0.04, bt * 1.2, bh], c[:3], hinge[:3, :3])
 
 
+# ------------------------------------------------------------------ v3 categories
+
+
+def _stool(b, rng):
+    seat, legs, footrest = 0, 1, 2
+    u = rng.uniform
+    bar = rng.random() < 0.4
+    h = u(0.6, 0.85) if bar else u(0.35, 0.5)
+    r = u(0.14, 0.22)
+    st = u(0.03, 0.08)
+    if rng.random() < 0.65:
+        b.ellipse_cyl(seat, r, r, st, [0, 0, h - st / 2])
+    else:
+        b.box(seat, [2 * r, 2 * r * u(0.8, 1.0), st], [0, 0, h - st / 2])
+    zt = h - st
+    if rng.random() < 0.2:  # one post on a round foot
+        b.cyl(legs, [0, 0, 0.02], [0, 0, zt], u(0.02, 0.04))
+        b.ellipse_cyl(legs, r * u(0.8, 1.2), r * u(0.8, 1.2), 0.03, [0, 0, 0.015])
+        if bar or rng.random() < 0.3:
+            t = np.linspace(0, 2 * np.pi, 17)
+            ring = np.stack([np.cos(t), np.sin(t), np.zeros(17)], 1) * r * 0.8
+            b.tube(footrest, ring + [0, 0, h * u(0.3, 0.45)], 0.01, sections=6)
+        return
+    n = int(rng.choice([3, 4], p=[0.35, 0.65]))
+    splay = u(1.0, 1.35)
+    thick = u(0.02, 0.045)
+    tops = [(r * 0.75 * np.cos(a), r * 0.75 * np.sin(a)) for a in np.arange(n) * 2 * np.pi / n
+            + np.pi / 4]
+    for x, y in tops:
+        b.cyl(legs, [x * splay, y * splay, 0], [x, y, zt], thick / 2, sections=8)
+    if rng.random() < (0.8 if bar else 0.35):  # rungs between neighbouring legs
+        z = h * u(0.25, 0.45)
+        f = 1 - z / zt
+        at = [(x * (1 + (splay - 1) * f), y * (1 + (splay - 1) * f), z) for x, y in tops]
+        for i in range(n):
+            b.cyl(footrest, at[i], at[(i + 1) % n], thick * 0.35, sections=6)
+
+
+def _desk(b, rng):
+    top, legs, drawers = 0, 1, 2
+    u = rng.uniform
+    h, w, d, t = u(0.68, 0.8), u(1.0, 1.8), u(0.5, 0.8), u(0.025, 0.05)
+    b.box(top, [w, d, t], [0, 0, h - t / 2])
+    zt = h - t
+    pw = w * u(0.25, 0.4)
+    sides = [int(rng.choice([-1, 1]))] if rng.random() < 0.65 else [-1, 1]
+    for sx in sides:  # drawer pedestals, fronts on -y
+        x = sx * (w / 2 - pw / 2 - 0.01)
+        b.box(drawers, [pw, d * 0.95, zt], [x, 0, zt / 2])
+        k = int(rng.integers(2, 5))
+        for j in range(k):
+            zj = (j + 0.5) * zt / k
+            b.box(drawers, [pw * 0.9, 0.02, zt / k * 0.85], [x, -d * 0.475 - 0.01, zj])
+    if len(sides) == 1:
+        x = -sides[0] * (w / 2 - 0.04)
+        if rng.random() < 0.5:
+            b.box(legs, [0.03, d * 0.9, zt], [x, 0, zt / 2])
+        else:
+            for sy in (-1, 1):
+                b.box(legs, [0.05, 0.05, zt], [x, sy * (d / 2 - 0.05), zt / 2])
+    if rng.random() < 0.5 or len(sides) == 2:  # modesty panel at the back
+        b.box(legs, [w - 2 * pw - 0.04, 0.02, zt * u(0.3, 0.6)], [0, d / 2 - 0.04, zt * 0.7])
+
+
+def _cabinet(b, rng):
+    body, doors, handles, legs = 0, 1, 2, 3
+    u = rng.uniform
+    if rng.random() < 0.4:
+        h, w = u(1.2, 2.0), u(0.5, 1.2)
+    else:
+        h, w = u(0.5, 1.0), u(0.5, 1.8)
+    d = u(0.35, 0.6)
+    lift = u(0.08, 0.2) if rng.random() < 0.45 else 0.0
+    hb = h - lift
+    b.box(body, [w, d, hb], [0, 0, lift + hb / 2])
+    if lift:
+        for sx in (-1, 1):
+            for sy in (-1, 1):
+                b.cyl(legs, [sx * (w / 2 - 0.05), sy * (d / 2 - 0.05), 0],
+                      [sx * (w / 2 - 0.05), sy * (d / 2 - 0.05), lift], 0.02, sections=8)
+    y = -d / 2 - 0.01
+    if rng.random() < 0.6:  # doors in columns, vertical handles near the middle
+        n = int(rng.choice([1, 2, 3], p=[0.3, 0.55, 0.15]))
+        dw = w / n
+        for i in range(n):
+            x = -w / 2 + (i + 0.5) * dw
+            b.box(doors, [dw * 0.96, 0.02, hb * 0.96], [x, y, lift + hb / 2])
+            hx = x + (dw * 0.38 if i % 2 == 0 else -dw * 0.38)
+            b.box(handles, [0.02, 0.03, min(0.15, hb * 0.2)], [hx, y - 0.025, lift + hb * 0.55])
+    else:  # a chest of drawers, horizontal bar handles
+        k = int(rng.integers(2, 6))
+        dh = hb / k
+        for j in range(k):
+            z = lift + (j + 0.5) * dh
+            b.box(doors, [w * 0.96, 0.02, dh * 0.9], [0, y, z])
+            b.box(handles, [min(0.3, w * 0.3), 0.03, 0.02], [0, y - 0.025, z])
+
+
+def _cup(b, rng):
+    bowl, stem, foot = 0, 1, 2
+    u = rng.uniform
+    r = u(0.03, 0.05)
+    hb = u(0.05, 0.12)
+    rb = r * u(0.35, 1.0)
+    wall = u(0.002, 0.005)
+    if rng.random() < 0.55:  # a goblet: foot disc, stem, bowl
+        rf, hs = r * u(0.6, 1.0), u(0.04, 0.12)
+        b.ellipse_cyl(foot, rf, rf, 0.006, [0, 0, 0.003], sections=20)
+        b.cyl(stem, [0, 0, 0.006], [0, 0, 0.006 + hs], u(0.003, 0.007), sections=8)
+        z0 = 0.006 + hs
+    else:  # a tumbler on a thick base
+        z0 = u(0.006, 0.02)
+        b.ellipse_cyl(foot, rb, rb, z0, [0, 0, z0 / 2], sections=20)
+    prof = [[0, 0], [rb, 0], [r, hb], [r - wall, hb], [rb - wall, wall], [0, wall]]
+    # 1 mm into the foot: the bowl's underside is inside a convex piece, hence hidden
+    b.revolve(bowl, prof, _tf([0, 0, z0 - 0.001]), sections=20)
+
+
+def _bowl(b, rng):
+    body, foot = 0, 1
+    u = rng.uniform
+    r = u(0.06, 0.15)
+    h = r * u(0.3, 0.7)
+    rb = r * u(0.3, 0.6)
+    wall = r * u(0.03, 0.08)
+    s = np.linspace(0, 1, 7)
+    outer = [[rb + (r - rb) * t ** u(0.4, 0.8), h * t] for t in s]
+    inner = [[max(x - wall, 1e-3), max(z, wall)] for x, z in outer[::-1]]
+    z0 = 0.0
+    if rng.random() < 0.7:
+        z0 = h * u(0.06, 0.15)
+        b.ellipse_cyl(foot, rb * 0.85, rb * 0.85, z0, [0, 0, z0 / 2], sections=20)
+    sections = int(rng.choice([6, 24], p=[0.15, 0.85]))
+    b.revolve(body, [[0, 0], *outer, *inner, [0, wall]], _tf([0, 0, max(z0 - 0.001, 0.0)]),
+              sections=sections)
+
+
+def _jar(b, rng):
+    body, lid = 0, 1
+    u = rng.uniform
+    r = u(0.05, 0.12)
+    h = r * u(1.0, 2.5)
+    rn = r * u(0.7, 0.95)
+    prof = [[0, 0], [r * u(0.85, 1.0), 0], [r, h * u(0.15, 0.4)], [r, h * u(0.75, 0.85)],
+            [rn, h * 0.93], [rn, h], [0, h]]
+    sections = int(rng.choice([4, 24], p=[0.2, 0.8]))
+    b.revolve(body, prof, _tf(r=_rot("z", np.pi / 4)), sections=sections)
+    if rng.random() < 0.9:
+        # the lid sits 2 mm over the rim, so no face of the jar is pressed flat against it
+        lh = h * u(0.05, 0.15)
+        if sections == 4:
+            side = rn * np.sqrt(2) * 1.04
+            b.box(lid, [side, side, lh], [0, 0, h - 0.002 + lh / 2])
+        else:
+            b.ellipse_cyl(lid, rn * 1.04, rn * 1.04, lh, [0, 0, h - 0.002 + lh / 2])
+        if rng.random() < 0.5:  # knob
+            b.ellipsoid(lid, [rn * 0.25, rn * 0.25, lh * 0.8], [0, 0, h + lh], subdiv=1)
+
+
+def _wheels(b, part, xs, w, wr, ww):
+    for x in xs:
+        for sy in (-1, 1):
+            y = sy * (w / 2 - ww / 2 + 0.02)
+            b.cyl(part, [x, y - ww / 2, wr], [x, y + ww / 2, wr], wr, sections=16)
+
+
+def _truck(b, rng):
+    cab, cargo, wheels = 0, 1, 2
+    u = rng.uniform
+    length, w = u(5.0, 9.0), u(2.0, 2.5)
+    wr = u(0.4, 0.55)
+    z0 = wr * u(0.9, 1.3)
+    lc, hc = u(1.6, 2.4), u(1.4, 2.2)
+    across = _tf([0, 0, 0], _rot("x", np.pi / 2))
+    side = [[0, z0], [lc, z0], [lc, z0 + hc], [lc * u(0.15, 0.35), z0 + hc],
+            [0, z0 + hc * u(0.45, 0.7)]]
+    b.prism(cab, side, w, across)
+    x0 = lc + u(0.05, 0.3)
+    kind = rng.choice(["box", "flatbed", "tank"], p=[0.5, 0.25, 0.25])
+    if kind == "box":
+        hk = u(1.8, 2.8)
+        b.box(cargo, [length - x0, w, hk], [(x0 + length) / 2, 0, z0 + hk / 2])
+    elif kind == "flatbed":
+        b.box(cargo, [length - x0, w, 0.15], [(x0 + length) / 2, 0, z0 + 0.075])
+        sh = u(0.2, 0.8)
+        for sy in (-1, 1):
+            b.box(cargo, [length - x0, 0.05, sh], [(x0 + length) / 2, sy * (w / 2 - 0.025),
+                                                    z0 + 0.15 + sh / 2])
+    else:
+        tr = w / 2 * u(0.8, 1.0)
+        b.cyl(cargo, [x0, 0, z0 + tr], [length, 0, z0 + tr], tr, sections=16)
+        b.box(cargo, [length - x0, w * 0.6, 0.15], [(x0 + length) / 2, 0, z0 + 0.075])
+    xs = [lc * 0.5, length - u(0.6, 1.2)]
+    if length > 6.5:
+        xs.append(xs[1] - 2.2 * wr)
+    _wheels(b, wheels, xs, w, wr, u(0.25, 0.4))
+
+
+def _bus(b, rng):
+    body, wheels = 0, 1
+    u = rng.uniform
+    length, w = u(8.0, 13.0), u(2.3, 2.6)
+    h = u(2.6, 3.2) if rng.random() < 0.8 else u(3.9, 4.3)  # some double-deckers
+    wr = u(0.45, 0.55)
+    z0 = wr * u(0.7, 1.0)  # the wheels' lower part shows below the body
+    nose = u(0.1, 0.6)
+    side = [[0, z0], [length, z0], [length, z0 + h], [nose, z0 + h], [0, z0 + h - u(0.3, 0.8)]]
+    b.prism(body, side, w, _tf([0, 0, 0], _rot("x", np.pi / 2)))
+    if rng.random() < 0.5:  # roof unit
+        b.box(body, [u(1.5, 3.0), w * 0.6, 0.25], [length * u(0.3, 0.6), 0, z0 + h + 0.125])
+    xs = [u(1.8, 2.8), length - u(2.0, 3.2)]
+    if length > 11.5:
+        xs.append(xs[1] - 2.3 * wr)
+    _wheels(b, wheels, xs, w, wr, u(0.25, 0.35))
+
+
+def _monitor(b, rng):
+    screen, stand, base = 0, 1, 2
+    u = rng.uniform
+    w = u(0.4, 0.8)
+    h = w * u(0.5, 0.75)
+    t = u(0.015, 0.06)
+    hs = u(0.05, 0.25)
+    bt = 0.02
+    if rng.random() < 0.6:
+        b.box(base, [u(0.15, 0.3), u(0.12, 0.25), bt], [0, 0, bt / 2])
+    else:
+        br = u(0.08, 0.14)
+        b.ellipse_cyl(base, br, br, bt, [0, 0, bt / 2])
+    zc = bt + hs + h / 2
+    pole = [u(0.03, 0.08), u(0.02, 0.04)]
+    b.box(stand, [pole[0], pole[1], zc - bt], [0, t / 2 + pole[1] / 2 + 0.01, bt + (zc - bt) / 2])
+    tilt = _rot("x", u(-0.08, 0.25))
+    b.box(screen, [w, t, h], [0, 0, zc], tilt)
+    if rng.random() < 0.4:  # a bulge at the back
+        b.box(screen, [w * 0.5, t * 1.5, h * 0.5], tilt @ [0, t * 0.75, 0] + [0, 0, zc], tilt)
+
+
+def _ladder(b, rng):
+    rails, rungs = 0, 1
+    u = rng.uniform
+    h = u(0.8, 2.5)
+    wb = u(0.35, 0.6)
+    wt = wb * u(0.7, 1.0)
+    rr = u(0.015, 0.03)
+    k = max(2, int(h / u(0.25, 0.32)))
+    if rng.random() < 0.6:  # step ladder: front rails with rungs, back legs, top cap
+        spread = h * u(0.2, 0.35)
+        for sx in (-1, 1):
+            b.cyl(rails, [sx * wb / 2, -spread, 0], [sx * wt / 2, 0, h], rr, sections=6)
+            b.cyl(rails, [sx * wb / 2, spread, 0], [sx * wt / 2, 0, h], rr, sections=6)
+        for j in range(1, k):
+            f = j / k
+            hw = (wb + (wt - wb) * f) / 2
+            b.box(rungs, [2 * hw, u(0.06, 0.12), 0.02], [0, -spread * (1 - f), f * h])
+        b.box(rungs, [wt + 0.04, 0.15, 0.03], [0, 0, h + 0.015])
+    else:  # a straight ladder leaning back
+        lean = _rot("x", u(0.1, 0.3))
+        for sx in (-1, 1):
+            b.box(rails, [rr * 1.5, rr * 3, h], lean @ [sx * wb / 2, 0, h / 2], lean)
+        for j in range(1, k):
+            b.cyl(rungs, lean @ [-wb / 2, 0, j * h / k], lean @ [wb / 2, 0, j * h / k],
+                  rr * 0.7, sections=6)
+
+
+def _fan(b, rng):
+    base, stem, head = 0, 1, 2
+    u = rng.uniform
+    h = u(0.8, 1.4) if rng.random() < 0.55 else u(0.25, 0.45)
+    br = u(0.1, 0.25) * (1.0 if h > 0.6 else 0.7)
+    if rng.random() < 0.6:
+        b.ellipse_cyl(base, br, br, 0.03, [0, 0, 0.015])
+    else:
+        for a in (0.0, np.pi / 2):
+            b.box(base, [2 * br, 0.04, 0.03], [0, 0, 0.015], _rot("z", a))
+    b.cyl(stem, [0, 0, 0.03], [0, 0, h], u(0.012, 0.025), sections=8)
+    rad = u(0.12, 0.25) * (1.0 if h > 0.6 else 0.7)
+    aim = _rot("x", u(-0.1, 0.35))  # blades spin about the local y axis
+    hub = np.array([0.0, 0.0, h + rad * 0.3])
+    b.ellipsoid(head, [rad * 0.25, rad * 0.45, rad * 0.25], hub + aim @ [0, rad * 0.25, 0],
+                aim, subdiv=1)
+    n = int(rng.integers(3, 6))
+    for a in np.arange(n) * 2 * np.pi / n + u(0, np.pi):
+        spin = aim @ _rot("y", a)
+        b.ellipsoid(head, [rad * 0.45, 0.008, rad * 0.18], hub + spin @ [rad * 0.5, -0.02, 0],
+                    spin, subdiv=1)
+    if rng.random() < 0.6:  # guard ring
+        t = np.linspace(0, 2 * np.pi, 25)
+        ring = np.stack([rad * np.cos(t), np.full(25, -0.04), rad * np.sin(t)], 1)
+        b.tube(head, ring @ aim.T + hub, 0.006, sections=6)
+
+
 _BUILDERS = {
     "airplane": _airplane,
     "bed": _bed,
@@ -620,6 +925,17 @@ _BUILDERS = {
     "sofa": _sofa,
     "table": _table,
     "vase": _vase,
+    "stool": _stool,
+    "desk": _desk,
+    "cabinet": _cabinet,
+    "cup": _cup,
+    "bowl": _bowl,
+    "jar": _jar,
+    "truck": _truck,
+    "bus": _bus,
+    "monitor": _monitor,
+    "ladder": _ladder,
+    "fan": _fan,
 }
 
 

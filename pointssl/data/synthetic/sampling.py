@@ -43,16 +43,12 @@ def _hidden(mesh: trimesh.Trimesh, pts: np.ndarray, face: np.ndarray) -> np.ndar
     return hidden
 
 
-def sample_shape(
-    mesh: trimesh.Trimesh, face_parts: np.ndarray, num_points: int, rng, normalize: bool = True
-):
-    """Area-weighted sample of the visible surface, centred and scaled into the unit sphere
-    (unless ``normalize=False``, which keeps mesh coordinates).
+def sample_surface(mesh: trimesh.Trimesh, face_parts: np.ndarray, num_points: int, rng):
+    """Area-weighted sample of the visible surface in mesh coordinates: points ``(N, 3)`` and
+    unit face normals ``(N, 3)`` float64, part ids ``(N,)`` int64.
 
     Meshes from :func:`make_shape` carry their pieces, so surface hidden inside or under
     other pieces is not sampled; other meshes are sampled everywhere.
-    Returns points ``(N, 3)`` float32, unit normals ``(N, 3)`` float32 from the sampled
-    faces, and part ids ``(N,)`` int64.
     """
     gen = np.random.default_rng(int(rng.integers(2**63 - 1)))
     filtered = "pieces" in mesh.metadata and "convex" in mesh.metadata
@@ -77,7 +73,24 @@ def sample_shape(
     tri = mesh.triangles[face]
     nrm = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
+    return pts, nrm, face_parts[face].astype(np.int64)
+
+
+def normalize_cloud(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(pts - centre) / scale`` centred on the mean, in the unit sphere; also centre, scale."""
+    centre = pts.mean(0)
+    out = pts - centre
+    scale = np.linalg.norm(out, axis=1).max()
+    out /= scale
+    return out, centre, float(scale)
+
+
+def sample_shape(
+    mesh: trimesh.Trimesh, face_parts: np.ndarray, num_points: int, rng, normalize: bool = True
+):
+    """:func:`sample_surface`, centred and scaled into the unit sphere (unless
+    ``normalize=False``, which keeps mesh coordinates), as float32 points and normals."""
+    pts, nrm, parts = sample_surface(mesh, face_parts, num_points, rng)
     if normalize:
-        pts = pts - pts.mean(0)
-        pts /= np.linalg.norm(pts, axis=1).max()
-    return pts.astype(np.float32), nrm.astype(np.float32), face_parts[face].astype(np.int64)
+        pts = normalize_cloud(pts)[0]
+    return pts.astype(np.float32), nrm.astype(np.float32), parts
