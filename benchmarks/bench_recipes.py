@@ -7,7 +7,7 @@ GFLOP/s measured in that same process with the same thread count, and peak memor
     python benchmarks/bench_recipes.py --out bench.json                 # the full table
     python benchmarks/bench_recipes.py --quick                           # smoke: tiny, 1 step
     python benchmarks/bench_recipes.py --tasks conclu parae --backbones pointnet \\
-        --impls ref new                                                  # before / after
+        --impls ref new --ref-rev 9495a9c                                # before / after
     python benchmarks/bench_recipes.py --device cuda                     # fp32 and bf16 rows
     python benchmarks/bench_recipes.py --tasks conclu --backbones pointnet --compile
 
@@ -22,8 +22,9 @@ building views is not what is measured.
 Backbones: ``pointnet`` (T-nets on, the default), ``pointnet-plain`` (``tnet=false``),
 ``dgcnn``. Implementations: ``new`` = the working tree; ``plain`` = the working tree with
 the fused PointwiseMLP paths off (``pointnet.set_fused``); ``ref`` = the backbone files
-(pointnet.py, dgcnn.py) of git revision ``--ref-rev`` (default HEAD) with the same weights,
-everything else from the working tree.
+(pointnet.py, dgcnn.py) of git revision ``--ref-rev`` (default HEAD; give the commit before
+the change under test, e.g. 9495a9c for issue 10's) with the same weights, everything else
+from the working tree.
 
 FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` on one extra step (matmul-class ops:
 mm, bmm, addmm, baddbmm, convolutions; elementwise work is not counted; a sparse x dense
@@ -87,6 +88,18 @@ def _ref_backbone(bb, rev: str):
     ref = cls(**{k: v for k, v in bb.config.items() if k in known})
     ref.load_state_dict(bb.state_dict())
     return ref
+
+
+def _ref_is_worktree(rev: str) -> bool:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in _REF_FILES:
+        path = f"pointssl/backbones/{name}.py"
+        old = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True,
+                             text=True).stdout
+        with open(os.path.join(root, path)) as f:
+            if f.read() != old:
+                return False
+    return True
 
 
 def _flop_counter():
@@ -316,6 +329,10 @@ def main(argv=None) -> None:
     precisions = a.precisions or (["fp32", "bf16"] if cuda else ["fp32"])
     ceiling_n = a.ceiling_n or (2048 if a.quick else 8192 if cuda else 4096)
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
+    if "ref" in a.impls and _ref_is_worktree(a.ref_rev):
+        print(f"# note: the backbone files of {a.ref_rev} equal the working tree's: 'ref' is "
+              "not a 'before' (pass --ref-rev with the commit before the change)",
+              file=sys.stderr)
     rows = []
     print(f"# {platform.processor() or platform.machine()}, {a.threads} threads, device "
           f"{a.device}; inputs: seeded random (B, N, 3) tensors", file=sys.stderr)

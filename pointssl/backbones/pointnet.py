@@ -16,10 +16,18 @@ from torch.autograd.function import once_differentiable
 
 from pointssl.backbones.base import BACKBONES, Backbone, BackboneOutput, segment_max
 
-# Score elements one block of the fused max-pool writes: 4 MB on CPU (one 1,024-point cloud
-# x 1,024 channels: measured fastest, 1 and 2 threads; 8 MB was ~25% slower); larger
-# blocks on a GPU (fewer launches)
-_BLOCK_ELEMS = {"cpu": 2**20, "cuda": 64 * 2**20}
+# Score elements (fp32) one block of the fused max-pool writes. CPU, 1 thread: 4 MB (one
+# 1,024-point cloud x 1,024 channels) measured fastest (8 MB: ~25% slower ranking). CPU, more
+# threads: fewer, larger blocks, as each op is a thread barrier: ConClu-PointNet step at 2
+# threads on the shared 2-core box (load ~9) took 27 s with 4 MB blocks, 20 s with 16 MB,
+# 17-22 s with 64 MB and 19-22 s with 256 MB (1 thread, same box: ~2.7 s). GPU: large blocks.
+_BLOCK_ELEMS = {"cpu": 2**20, "cpu_threads": 2**22, "cuda": 2**26}
+
+
+def _block_elems(device: torch.device) -> int:
+    if device.type != "cpu":
+        return _BLOCK_ELEMS["cuda"]
+    return _BLOCK_ELEMS["cpu" if torch.get_num_threads() == 1 else "cpu_threads"]
 
 
 def _monotone(act: nn.Module) -> bool:
@@ -37,7 +45,7 @@ def segment_argmax_linear(x: torch.Tensor, w: torch.Tensor, sizes: list[int]
     runs along contiguous memory."""
     cout, b = w.shape[0], len(sizes)
     w = w.to(x.dtype)
-    rows = max(1, _BLOCK_ELEMS["cpu" if x.device.type == "cpu" else "cuda"] // cout)
+    rows = max(1, _block_elems(x.device) // cout)
     n = sizes[0]
     if all(s == n for s in sizes) and n <= rows:  # same-size clouds: whole clouds per matmul
         xd, c = x.view(b, n, -1), max(1, rows // n)
