@@ -195,7 +195,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
         print(json.dumps({"train": train, "extract": extract}[a.child[1]](a.child[0], a)))
         return
-    variants = (["before"] if a.before else []) + a.variants
+    variants = (["before"] if a.before else []) + [v for v in a.variants if v != "before"]
     with tempfile.TemporaryDirectory() as tmp:
         old = _archive(a.repo, a.before, tmp) if a.before else None
         rows = [_child(v, t, a, old if v == "before" else None)

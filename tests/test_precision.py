@@ -9,6 +9,7 @@ from pointssl.backbones.pointnet import PointNet
 from pointssl.engine.trainer import Trainer
 from pointssl.errors import PointSSLError
 from pointssl.losses.clustering import SwappedClustering, sinkhorn
+from pointssl.losses.contrastive import SymmetricNegativeCosine
 from pointssl.losses.gmm import GMMLikelihoodLoss, gmm_nll
 from pointssl.methods import METHODS
 
@@ -73,3 +74,18 @@ def test_clustering_and_gmm_losses_compute_in_fp32_under_bf16_autocast():
     assert plan.dtype == torch.float32
     assert torch.allclose(nll, ref_nll, rtol=1e-6, atol=0)
     assert res["nll"].dtype == torch.float32
+
+
+def test_contrastive_loss_computes_in_fp32_under_bf16_autocast():
+    """bf16 inputs (as autocast's linear layers give them) get the fp32 value of the same
+    numbers, in fp32; a bf16 cosine would be off by ~1e-3."""
+    torch.manual_seed(0)
+    v = [t.bfloat16() for t in torch.randn(4, 32, 128).unbind(0)]
+    ref = SymmetricNegativeCosine()(*(t.float() for t in v))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = SymmetricNegativeCosine()(*v)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, ref, rtol=1e-6, atol=1e-7)
+    bf = (2 - 2 * torch.nn.functional.cosine_similarity(v[0], v[3], dim=-1)).mean() + \
+        (2 - 2 * torch.nn.functional.cosine_similarity(v[2], v[1], dim=-1)).mean()
+    assert bf.dtype == torch.bfloat16 and not torch.allclose(bf.float(), ref, atol=1e-4)

@@ -10,14 +10,15 @@ from pointssl.backbones.edgeconv import edge_bn_act_max, edge_rows, fused_ok, ne
 from pointssl.backbones.pointnet import PointwiseMLP
 from pointssl.errors import PointSSLError
 
-# The (B, N, N) distance matrix goes in row blocks. On a CPU a block holds at most
-# _CACHE_ELEMS distances (8 MB), so that the neighbour selection reads it from cache (1.5-2x
-# faster than the whole matrix at 16 x 1,024 points, 1 thread). On a GPU clouds up to _FULL_MAX_N
-# points get the whole matrix at once (fewer launches). Any block holds at most _BLOCK_ELEMS
-# distances (128 MB of float32), so a 40k-point scene never builds its 6.4 GB N x N matrix.
+# The (B, N, N) distance matrix goes in row blocks. On a CPU a block holds _CACHE_ELEMS
+# distances per thread (4 MB), so that the neighbour selection reads it from cache (1.5-2x
+# faster than the whole matrix at 16 x 1,024 points, 1 and 2 threads). On a GPU clouds up to
+# _FULL_MAX_N points get the whole matrix at once (fewer launches). Any block holds at most
+# _BLOCK_ELEMS distances (128 MB of float32): a 40k-point scene never builds its 6.4 GB
+# N x N matrix.
 _FULL_MAX_N = 4096
 _BLOCK_ELEMS = 1 << 25
-_CACHE_ELEMS = 1 << 21
+_CACHE_ELEMS = 1 << 20
 
 
 def _groups(n: int, k: int) -> int:
@@ -69,7 +70,8 @@ def knn_indices(x: torch.Tensor, k: int) -> torch.Tensor:
         if x.device.type != "cpu" and n <= _FULL_MAX_N:
             rows = n
         else:
-            cap = _BLOCK_ELEMS if x.device.type != "cpu" else min(_BLOCK_ELEMS, _CACHE_ELEMS)
+            cap = _BLOCK_ELEMS if x.device.type != "cpu" else \
+                min(_BLOCK_ELEMS, _CACHE_ELEMS * torch.get_num_threads())
             rows = max(1, cap // (b * n))
         idx = torch.empty((b, n, kk), dtype=torch.long, device=x.device)
         for s in range(0, n, rows):

@@ -10,11 +10,15 @@ from torch import nn
 class NegativeCosine(nn.Module):
     """SimSiam distance with stop-gradient on the target (ConClu Eqs. 2-3).
 
-    D(p, sg(z)) = ||p/|p| - z/|z|||² = 2 - 2 cos(p, z), averaged over the batch.
+    D(p, sg(z)) = ||p/|p| - z/|z|||² = 2 - 2 cos(p, z), averaged over the batch. Computed
+    in fp32 whatever autocast does: in bf16 the cosine keeps ~3 digits, below the loss's
+    own step-to-step change late in training.
     """
 
     def forward(self, p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
+        with torch.autocast(p.device.type, enabled=False):
+            cos = F.cosine_similarity(p.float(), z.detach().float(), dim=-1)
+        return (2 - 2 * cos).mean()
 
 
 class SymmetricNegativeCosine(nn.Module):
