@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml Makefile
 		$(PY) -m venv $(VENV) && $(BIN)/pip install -q "$(TORCH_SPEC)"; \
 	fi
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps "ocnn==2.3.3"
 	@$(BIN)/python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 	@touch $(STAMP)
 

@@ -30,7 +30,7 @@ def _load(args, split: str, num_points: int | None = None):
     from pointssl import api
 
     root = getattr(args, "root", None)
-    if args.data != "synthetic" and root is None:
+    if args.data not in ("synthetic", "synthetic_rooms") and root is None:
         raise PointSSLError(f"--data {args.data} needs --root PATH")
     return api.load_dataset(args.data, root, split, num_points=num_points, seed=args.seed)
 
@@ -172,6 +172,8 @@ def _backbone_options(args) -> dict:
 def cmd_eval_svm(args) -> int:
     from pointssl import api
 
+    if args.image_checkpoint:
+        return _eval_svm_images(args)
     backbone, meta = _backbone_from_args(args)
     train, test = _load_pair(args)
     Cs = [float(c) for c in args.C.split(",")] if args.C else None
@@ -201,6 +203,82 @@ def _print_svm(res: dict, as_json: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- fewshot
+def _renders_arg(args) -> Path:
+    if not args.renders:
+        raise PointSSLError("image features need the renders: --renders DIR (from "
+                            "`pointssl data render` on the same --data/--root)")
+    return args.renders
+
+
+def _eval_svm_images(args) -> int:
+    """2D recognition (cross-modal paper, Table 2): SVM on image features max-pooled over
+    --views cached views per shape."""
+    from pointssl.backbones.resnet import load_image_encoder
+    from pointssl.evaluate.retrieval import image_svm_eval
+
+    enc, meta = load_image_encoder(args.image_checkpoint)
+    train, test = _load_pair(args)
+    Cs = [float(c) for c in args.C.split(",")] if args.C else None
+    _log(f"linear SVM on image features ({args.views} view(s) max-pooled): {len(train)} "
+         f"train / {len(test)} test")
+    res = image_svm_eval(enc, train, test, _renders_arg(args), views=args.views,
+                         seed=args.seed, folds=args.folds, Cs=Cs, device=args.device,
+                         baseline=not args.no_baseline)
+    res.update(image_checkpoint=str(args.image_checkpoint), **meta)
+    if args.json:
+        print(dumps_json(_with_split(res, train)))
+    else:
+        print(f"2D recognition, {args.views} view(s): test acc {100 * res['accuracy']:.2f}% "
+              f"(C {res['C']:g})")
+        if "random_init_baseline" in res:
+            print(f"random init (same protocol): "
+                  f"{100 * res['random_init_baseline']['accuracy']:.2f}%")
+    return 0
+
+
+def cmd_eval_retrieval(args) -> int:
+    from pointssl.backbones.resnet import load_image_encoder
+    from pointssl.evaluate.retrieval import DEFAULT_KS, retrieval_eval
+
+    backbone = meta = None
+    if args.checkpoint or args.backbone:
+        backbone, meta = _backbone_from_args(args)
+    enc = None
+    if args.image_checkpoint:
+        enc, _ = load_image_encoder(args.image_checkpoint)
+    train, test = _load_pair(args)
+    ks = [int(k) for k in args.k.split(",")] if args.k else DEFAULT_KS
+    res = retrieval_eval(train, test, backbone=backbone, image_encoder=enc,
+                         render_dir=_renders_arg(args) if enc is not None else None,
+                         views=args.views, ks=ks, seed=args.seed, num_points=args.num_points,
+                         batch_size=args.batch_size, device=args.device)
+    if meta:
+        res["checkpoint_meta"] = meta
+    if args.json:
+        print(dumps_json(_with_split(res, train)))
+        return 0
+    for what in ("points", "images"):
+        if what in res:
+            r = res[what]
+            cells = "  ".join(f"top{k} {100 * v:.1f}%" for k, v in r["top_k"].items())
+            print(f"{what:<7} {cells}")
+    return 0
+
+
+def cmd_eval_pretext(args) -> int:
+    from pointssl.evaluate.retrieval import pretext_eval
+    from pointssl.methods import load_method
+
+    method = load_method(args.checkpoint)
+    if method.name != "crossmodal":
+        raise PointSSLError(f"{args.checkpoint}: a {method.name} run, not crossmodal")
+    test = _load(args, "test")
+    res = pretext_eval(method, test, _renders_arg(args), seed=args.seed,
+                       num_points=args.num_points, device=args.device)
+    print(dumps_json(res))
+    return 0
+
+
 def cmd_eval_fewshot(args) -> int:
     from pointssl import api
 
@@ -233,11 +311,45 @@ def cmd_eval_fewshot(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- registration
+def cmd_eval_registration(args) -> int:
+    from pointssl.evaluate.registration import registration_eval
+
+    backbone, meta = _backbone_from_args(args)
+    test = _load(args, "test")
+    _log(f"registration: {backbone.name}, {min(args.num_shapes, len(test))} test shapes")
+    res = registration_eval(backbone, test, num_shapes=args.num_shapes, seed=args.seed,
+                            num_points=args.num_points, batch_size=args.batch_size,
+                            ransac_iters=args.ransac_iters, device=args.device,
+                            out_dir=args.out)
+    res.update(backbone=backbone.name, **{k: v for k, v in meta.items() if k != "random_init"},
+               random_init=bool(meta.get("random_init")))
+    if args.json:
+        print(dumps_json(res))
+        return 0
+    print(f"{'method':<26} {'<= 0.05':>8} {'<= 0.1':>8} {'median':>8}")
+    for m in ("features", "icp", "ground_truth"):
+        print(f"{m:<26} {100 * res['success_at_0.05'][m]:>7.1f}% "
+              f"{100 * res['success_at_0.1'][m]:>7.1f}% {res['median_hausdorff'][m]:>8.4f}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- finetune
 def cmd_eval_finetune(args) -> int:
     from pointssl.evaluate.finetune import run_finetune
 
     train, test = _load_pair(args)
+    if args.task == "semseg":  # scene segmentation (PointContrast): pointssl.evaluate.semseg
+        from pointssl.evaluate.semseg import run_semseg
+
+        kw = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "num_points")
+              if getattr(args, k)}
+        res = run_semseg(args.mode, args.fraction, checkpoint=args.checkpoint,
+                         backbone_name=args.backbone, backbone_config=_backbone_options(args),
+                         random_init=args.random_init, train=train, test=test, seed=args.seed,
+                         augment=not args.no_augment, device=args.device, log=_log, **kw)
+        print(dumps_json(res) if args.json else _table(res))
+        return 0
     kw = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "num_points", "min_steps")
           if getattr(args, k)}
     res = run_finetune(args.task, args.mode, args.fraction, checkpoint=args.checkpoint,
@@ -290,6 +402,56 @@ def cmd_data_check(args) -> int:
         print(str(e))
     print(f"checked {n} files: {len(errors)} problem(s)", file=sys.stderr)
     return 1 if errors else 0
+
+
+def cmd_data_render(args) -> int:
+    from pointssl.data.render import RenderConfig, render_dataset
+
+    cfg = RenderConfig(views=args.views, size=args.size, engine=args.engine)
+    total = {"rendered": 0, "cached": 0, "failed": 0}
+    for split in args.splits.split(","):
+        data = _load(args, split)
+        _log(f"render {args.data}/{split}: {len(data)} shapes x {cfg.views} views at "
+             f"{cfg.size}x{cfg.size} -> {args.out}")
+        res = render_dataset(data, args.out, cfg, seed=args.seed, progress=not args.no_progress)
+        for k in total:
+            total[k] += res[k]
+    print(dumps_json(total))
+    return 1 if total["failed"] else 0
+
+
+# ----------------------------------------------------------------------------- data pairs
+_PAIR_SCENES = {"synthetic": "synthetic_rooms", "scannet": None, "s3dis": "s3dis"}
+
+
+def cmd_data_pairs(args) -> int:
+    """Partial-view pairs with correspondences (PointContrast Sec. 3.6) into --out."""
+    from pointssl import api
+    from pointssl.data.pairs import PairConfig, build_pairs
+
+    name = _PAIR_SCENES[args.scene]
+    if name is None:  # ScanNet: the public .ply layout, else a folder of .bin scenes
+        root = Path(args.root) if args.root else None
+        ply = root is not None and ((root / "scans").is_dir()
+                                    or any(root.glob("*/*_vh_clean_2.ply")))
+        name = "scannet_ply" if ply else "scannet"
+    if name != "synthetic_rooms" and args.root is None:
+        raise PointSSLError(f"--scene {args.scene} needs --root PATH")
+    opts = {"rooms": args.rooms} if name == "synthetic_rooms" and args.rooms else {}
+    data = api.load_dataset(name, args.root, args.split, seed=args.seed, **opts)
+    cfg = PairConfig(frames=args.frames, voxel_size=args.voxel_size,
+                     min_overlap=args.min_overlap, max_pairs=args.max_pairs)
+    _log(f"pairs: {len(data)} {args.scene} scenes ({args.split}) -> {args.out}")
+    res = build_pairs(data, args.out, cfg, seed=args.seed, split=args.split, log=_log,
+                      progress=not args.no_progress)
+    if args.json:
+        print(dumps_json(res))
+    else:
+        print(f"scenes {res['scenes']} (skipped {len(res['bad_scenes'])}), frames "
+              f"{res['frames']}, pairs {res['pairs']}, frames/s {res['frames_per_second']}")
+        print("overlap " + "  ".join(f"{k}: {v}" for k, v in res["overlap"]["histogram"].items())
+              + f"  (mean {res['overlap']['mean']})")
+    return 0
 
 
 # ----------------------------------------------------------------------------- viz
@@ -371,8 +533,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--C", help="comma-separated grid of C values for cross-validation")
     s.add_argument("--no-baseline", action="store_true",
                    help="skip the random-init run of the same protocol")
+    s.add_argument("--image-checkpoint", type=Path,
+                   help="an exported image_encoder.pt: 2D recognition on its features")
+    s.add_argument("--views", type=int, default=1, help="views max-pooled per shape")
+    s.add_argument("--renders", type=Path, help="`pointssl data render` output folder")
     _add_output_args(s)
     s.set_defaults(func=cmd_eval_svm)
+
+    rt = pe.add_parser("retrieval", help="top-K shape retrieval (test queries, train "
+                       "gallery, Euclidean) on point and/or image features")
+    _add_model_args(rt)
+    _add_data_args(rt)
+    _add_holdout_args(rt)
+    rt.add_argument("--image-checkpoint", type=Path, help="an exported image_encoder.pt")
+    rt.add_argument("--views", type=int, default=1, help="views max-pooled per shape")
+    rt.add_argument("--renders", type=Path, help="`pointssl data render` output folder")
+    rt.add_argument("--k", help="comma-separated K values (default 1,5,10,20,50)")
+    rt.add_argument("--num-points", type=int)
+    rt.add_argument("--batch-size", type=int, default=16)
+    _add_output_args(rt)
+    rt.set_defaults(func=cmd_eval_retrieval)
+
+    pt = pe.add_parser("pretext", help="cross-modal pretext: F_f accuracy on test 2D-3D "
+                       "pairs, 2D-2D feature distances")
+    pt.add_argument("--checkpoint", required=True, type=Path, help="RUN/checkpoints/last.pt")
+    _add_data_args(pt)
+    pt.add_argument("--renders", type=Path, help="`pointssl data render` output folder")
+    pt.add_argument("--num-points", type=int)
+    pt.add_argument("--device", default=None)
+    pt.set_defaults(func=cmd_eval_pretext)
 
     q = pe.add_parser("fewshot", help="N-way K-shot linear SVM on frozen global features")
     _add_model_args(q)
@@ -392,8 +581,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_args(q)
     q.set_defaults(func=cmd_eval_fewshot)
 
+    r = pe.add_parser("registration", help="rigid registration from per-point features "
+                      "(mutual NN -> RANSAC -> ICP; Hausdorff success curve)")
+    _add_model_args(r)
+    _add_data_args(r)
+    r.add_argument("--num-shapes", type=int, default=200)
+    r.add_argument("--num-points", type=int,
+                   help="draw each cloud's points independently (default: the same points)")
+    r.add_argument("--batch-size", type=int, default=16)
+    r.add_argument("--ransac-iters", type=int, default=2000)
+    r.add_argument("--out", type=Path, help="write registration_curve.csv / .png here")
+    _add_output_args(r)
+    r.set_defaults(func=cmd_eval_registration)
+
     f = pe.add_parser("finetune", help="supervised fine-tuning with a label fraction")
-    f.add_argument("--task", choices=list(TASKS), required=True)
+    f.add_argument("--task", choices=[*TASKS, "semseg"], required=True)
     f.add_argument("--mode", choices=list(MODES), required=True)
     f.add_argument("--fraction", type=float, default=1.0, help="labelled fraction (0-1]")
     _add_model_args(f)
@@ -423,6 +625,31 @@ def build_parser() -> argparse.ArgumentParser:
     c = d.add_parser("check", help="list every unreadable or invalid file under ROOT")
     c.add_argument("root", type=Path)
     c.set_defaults(func=cmd_data_check)
+    rd = d.add_parser("render", help="multi-view grayscale renders per shape (cross-modal "
+                      "method): meshes ray-cast or rasterised, point-only data as splats")
+    _add_data_args(rd)
+    rd.add_argument("--splits", default="train,test", help="comma-separated splits to render")
+    rd.add_argument("--views", type=int, default=12, help="V cameras per shape (paper: 180)")
+    rd.add_argument("--size", type=int, default=224, help="image side in pixels")
+    rd.add_argument("--engine", choices=["auto", "raster", "embree"], default="auto")
+    rd.add_argument("--out", required=True, type=Path)
+    rd.add_argument("--no-progress", action="store_true")
+    rd.set_defaults(func=cmd_data_render)
+
+    pp = d.add_parser("pairs", help="partial-view pairs with correspondences (PointContrast)")
+    pp.add_argument("--scene", choices=sorted(_PAIR_SCENES), required=True)
+    pp.add_argument("--root", type=Path, help="scene folder (cache folder for synthetic)")
+    pp.add_argument("--out", type=Path, required=True)
+    pp.add_argument("--split", default="train")
+    pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument("--rooms", type=int, help="synthetic: how many rooms")
+    pp.add_argument("--frames", type=int, default=36, help="frames along each trajectory")
+    pp.add_argument("--voxel-size", type=float, default=0.025, help="overlap radius (m)")
+    pp.add_argument("--min-overlap", type=float, default=0.3)
+    pp.add_argument("--max-pairs", type=int, default=100, help="per scene")
+    pp.add_argument("--no-progress", action="store_true")
+    pp.add_argument("--json", action="store_true")
+    pp.set_defaults(func=cmd_data_pairs)
 
     v = sub.add_parser("viz", help="figures").add_subparsers(dest="vcmd", required=True)
     g = v.add_parser("gmm", help="ParAE mixture ellipsoids and feature distances")
@@ -434,7 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     dm = sub.add_parser("demo", help="ConClu on the synthetic shapes vs random init")
     dm.add_argument("--out", default="runs/demo")
-    dm.add_argument("--minutes", type=float, default=4.0, help="pre-training budget")
+    dm.add_argument("--minutes", type=float, default=4.0,
+                    help="wall-time cap on pre-training (the step count is fixed)")
     dm.add_argument("--seed", type=int, default=0)
     dm.set_defaults(func=cmd_demo)
     return ap

@@ -21,7 +21,8 @@ RGB8 = RNG.integers(0, 256, size=(40, 3)).astype(np.uint8)
 
 def test_registry_names_and_errors(tmp_path):
     assert DATASETS.names() == sorted(["folder", "modelnet10", "modelnet40", "modelnet_normal",
-                                       "modelnet_off", "scannet", "shapenetpart", "synthetic"])
+                                       "modelnet_off", "scannet", "shapenetpart", "synthetic",
+                                       "synthetic_rooms", "scannet_ply", "s3dis", "pairs"])
     with pytest.raises(PointSSLError, match="unknown dataset 'nope'"):
         load_dataset("nope", tmp_path)
     for name in ("modelnet40", "scannet", "folder"):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from pointssl import demo
 from pointssl.evaluate.svm import linear_svm_protocol
@@ -52,3 +53,56 @@ def test_compare_differences_are_paired(monkeypatch):
     assert same["svm"]["mean"] == 0 and same["svm"]["std"] == 0
     assert same["fewshot"]["mean"] == 0 and same["fewshot"]["std"] == 0
 
+
+
+def test_claim_counts_noise_units_and_says_so():
+    assert demo.claim(0.05, 0.01, "std") == \
+        "+5.0 ± 1.0 points (+5.0 x its std: larger than its noise)"
+    assert "within its noise" in demo.claim(0.012, 0.016, "s.e.")  # the old demo's case
+    assert "within its noise" in demo.claim(-0.012, 0.016, "s.e.")
+    assert "smaller than its noise" in demo.claim(-0.05, 0.01, "s.e.")
+    assert demo.claim(0.0, 0.0, "std").endswith("no difference)")
+    assert demo.claim(0.167, 4e-18, "s.e.").endswith("larger than its noise)")  # round-off
+
+
+def test_tsne_styles_are_distinct_past_twenty_classes():
+    from pointssl.viz.tsne import class_style
+
+    styles = [class_style(c) for c in range(23)]  # the synthetic collection's 23 classes
+    assert len(set(styles)) == 23
+    assert class_style(0)[1] == "o" and class_style(20)[1] != "o"
+    with pytest.raises(ValueError):
+        class_style(100)
+
+
+def test_run_demo_is_seeded_and_flags_the_cap(tmp_path, monkeypatch, capsys):
+    """A tiny demo end to end: a fixed step count gives the same numbers in a fresh folder; a
+    wall cap that stops pre-training early is announced."""
+    monkeypatch.setattr(demo, "BOOTSTRAP", 50)
+    monkeypatch.setattr(demo, "TSNE_PER_CLASS", 2)
+    monkeypatch.delenv("POINTSSL_THREADS", raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the caller's count: the demo runs on DEMO_THREADS, then restores
+    small = {"cache_dir": tmp_path / "cache",
+             "data_sizes": {"train": 5, "test": 2, "num_points": 256},
+             "pretrain": {"num_points": 64, "batch_size": 8},
+             "fewshot": {"way": 3, "shot": 2, "query": 2, "episodes": 3}}
+    keys = ("svm", "fewshot", "difference")
+    a = demo.run_demo(tmp_path / "a", minutes=10, steps=2, **small)
+    text = capsys.readouterr().out
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(threads)
+    assert a["threads"] == demo.DEMO_THREADS == 1
+    assert a["pretrain"]["steps"] == 2 and a["pretrain"]["stop_reason"] == "max_steps"
+    assert a["data"] == {"train": 23 * 5, "test": 23 * 2, "classes": a["data"]["classes"]}
+    assert "NOTE" not in text and "paired episodes" in text and "x its s.e." in text
+    assert (tmp_path / "a" / "tsne.png").stat().st_size > 0
+    b = demo.run_demo(tmp_path / "b", minutes=10, steps=2, **small)  # a fresh folder
+    assert {k: b[k] for k in keys} == {k: a[k] for k in keys}
+    capsys.readouterr()
+    capped = demo.run_demo(tmp_path / "c", minutes=0, steps=2, **small)
+    assert capped["pretrain"]["steps"] == 0
+    assert "NOTE: the 0-minute cap stopped pre-training after 0 of 2 steps" in \
+        capsys.readouterr().out
+    # untrained = the random twin: every difference is exactly zero
+    assert capped["difference"]["svm"]["mean"] == 0 and capped["difference"]["svm"]["std"] == 0

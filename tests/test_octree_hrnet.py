@@ -1,0 +1,85 @@
+"""Octree HRNet (MID-Net, Sec. 3.2): outputs per input point and per shape on clouds of
+different sizes, normals given or estimated, the fusion switches, and the ocnn import that
+leaves no torchvision stand-in behind. (The generic backbone contract covers it too.)"""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pointssl.backbones import build_backbone
+from pointssl.backbones.octree_hrnet import OctreeHRNet, estimate_normals, import_ocnn
+from pointssl.errors import PointSSLError
+from pointssl.structures import PointBatch
+
+SMALL = dict(depth=5, channels=8, resblocks=1, global_dim=16, point_dim=8)
+
+
+def sphere(n, seed):
+    g = np.random.default_rng(seed).normal(size=(n, 3))
+    return (g / np.linalg.norm(g, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_import_leaves_no_torchvision_stand_in():
+    import_ocnn()
+    assert "ocnn" in sys.modules
+    mod = sys.modules.get("torchvision")
+    assert mod is None or getattr(mod, "__spec__", None) is not None
+
+
+@pytest.mark.parametrize("fusion", [2, 1, 0])
+def test_outputs_per_point_and_per_shape_on_clouds_of_different_sizes(fusion):
+    torch.manual_seed(0)
+    m = build_backbone("octree_hrnet", fusion=fusion, **SMALL).eval()
+    clouds = [sphere(n, i) for i, n in enumerate([100, 37, 260])]
+    with torch.no_grad():
+        out = m(PointBatch.from_list(clouds))
+    assert out.global_feat.shape == (3, 16)
+    assert out.point_feat.shape == (397, 8)
+    assert [t.shape[0] for t in out.per_cloud()] == [100, 37, 260]
+    assert torch.isfinite(out.point_feat).all()
+    # points of one cloud differ in feature (the interpolation is per point, not per cloud)
+    assert out.per_cloud()[0].std(0).mean() > 0
+
+
+def test_fusion_variants_differ_in_parameters():
+    n = [sum(p.numel() for p in build_backbone("octree_hrnet", fusion=f, **SMALL).parameters())
+         for f in (2, 1, 0)]
+    assert n[0] > n[1] > n[2]
+
+
+def test_given_normals_are_used_and_absent_ones_estimated():
+    torch.manual_seed(0)
+    m = build_backbone("octree_hrnet", **SMALL).eval()
+    p = torch.from_numpy(sphere(200, 0))
+    est = estimate_normals(p, torch.tensor([0, 200]))
+    # on a sphere PCA normals, oriented outward, are the positions
+    assert (est * p).sum(1).min() > 0.95
+    with torch.no_grad():
+        a = m(p[None])
+        b = m(torch.cat([p, est], 1)[None])
+        c = m(torch.cat([p, -est], 1)[None])  # signal_abs: the sign is moot
+        d = m(torch.cat([p, torch.roll(est, 1, dims=1)], 1)[None])
+    assert torch.allclose(a.global_feat, b.global_feat, atol=1e-5)
+    assert torch.allclose(b.point_feat, c.point_feat, atol=1e-5)
+    assert not torch.allclose(b.point_feat, d.point_feat, atol=1e-4)
+
+
+def test_points_outside_the_box_are_kept():
+    m = build_backbone("octree_hrnet", **SMALL).eval()
+    p = torch.from_numpy(sphere(50, 1)) * 1.6
+    with torch.no_grad():
+        out = m(p[None])
+    assert out.point_feat.shape == (1, 50, 8) and torch.isfinite(out.point_feat).all()
+
+
+def test_default_size_and_bad_options():
+    m = OctreeHRNet()
+    n = sum(p.numel() for p in m.parameters())
+    assert 2.5e6 < n < 3.2e6  # the release's factor-2 widths (see the module docstring)
+    assert (m.global_dim, m.point_dim, m.depth) == (128, 64, 6)
+    with pytest.raises(PointSSLError):
+        OctreeHRNet(depth=4)
+    with pytest.raises(PointSSLError):
+        OctreeHRNet(fusion=3)
