@@ -273,9 +273,9 @@ def build_pairs(dataset, out, cfg: PairConfig | None = None, seed: int = 0, spli
             bar.set_postfix(frames=len(frames), pairs=len(pairs))
     overlaps = []
     for name in scenes:
-        with np.load(out / name / "pairs.npz") as z:
+        with np.load(out / name / "pairs.npz", allow_pickle=False) as z:
             overlaps.append(z["overlap"])
-        with np.load(out / name / "frames.npz") as z:
+        with np.load(out / name / "frames.npz", allow_pickle=False) as z:
             n_frames += len(z["offset"]) - 1
     ov = np.concatenate(overlaps) if overlaps else np.zeros(0)
     edges = np.round(np.arange(cfg.min_overlap, 1.0001, 0.1), 2)
@@ -336,7 +336,7 @@ class PairSet:
         self.scenes = sorted(d.name for d in root.iterdir() if (d / "pairs.npz").exists())
         self.index: list[tuple[int, int]] = []
         for s, name in enumerate(self.scenes):
-            with np.load(root / name / "pairs.npz") as z:
+            with np.load(root / name / "pairs.npz", allow_pickle=False) as z:
                 self.index += [(s, k) for k in range(len(z["i"]))]
         if not self.index:
             raise DataError(root, "holds no pairs")
@@ -354,7 +354,8 @@ class PairSet:
     def _scene(self, s: int):
         if self._cache is None or self._cache[0] != s:
             d = self.root / self.scenes[s]
-            with np.load(d / "frames.npz") as f, np.load(d / "pairs.npz") as p:
+            with np.load(d / "frames.npz", allow_pickle=False) as f, \
+                    np.load(d / "pairs.npz", allow_pickle=False) as p:
                 self._cache = (s, {k: f[k] for k in f.files}, {k: p[k] for k in p.files})
         return self._cache[1], self._cache[2]
 

@@ -426,7 +426,7 @@ class RenderCache:
         if self.cfg is None:
             return True
         try:
-            with np.load(p) as z:
+            with np.load(p, allow_pickle=False) as z:
                 return json.loads(str(z["meta"]))["settings"] == self.cfg.settings()
         except Exception:  # a truncated or foreign file: render it again
             return False
@@ -436,7 +436,7 @@ class RenderCache:
         if not p.is_file():
             raise DataError(p, "no renders for this shape: run `pointssl data render` with "
                                "the same --data/--root/--split first")
-        with np.load(p) as z:
+        with np.load(p, allow_pickle=False) as z:
             return z["images"]
 
     def save(self, key: str, images, cameras, source: str) -> None:
