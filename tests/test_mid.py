@@ -135,6 +135,19 @@ def test_no_gradient_reaches_the_memory_and_step_updates_it():
     assert torch.equal(m.patch_memory[1], before_p[1])
 
 
+def test_bind_data_sizes_the_memories_for_the_training_set_once():
+    """The trainer's hook gives N = the training set size before the first step; rows are
+    the same seeded start as lazily grown ones, and a batch does not resize them."""
+    m, lazy = _method(), _method()
+    m.bind_data(9)
+    assert m.shape_memory.shape[0] == 9 and m.patch_memory.shape[:2] == (9, 4)
+    lazy.grow(9)
+    assert torch.equal(m.shape_memory, lazy.shape_memory)
+    m.train()
+    m(_batch(m))  # indices 0, 2, 4
+    assert m.shape_memory.shape[0] == 9
+
+
 def test_memory_rows_depend_on_the_row_only():
     a, b = _method(), _method()
     a.grow(3)

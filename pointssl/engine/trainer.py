@@ -147,6 +147,7 @@ class Trainer:
             raise PointSSLError(f"{self.out_dir} already holds a run ({self.ckpt_path}); "
                                 "resume it or choose another output folder")
 
+        method.bind_data(len(dataset))
         method.to(self.device)
         method.train()
         if self.distributed and self.device.type == "cuda":

@@ -72,6 +72,10 @@ class Method(nn.Module):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def bind_data(self, num_shapes: int) -> None:
+        """Hook before training: the training set holds ``num_shapes`` shapes (indices
+        0..num_shapes-1), e.g. to size per-instance state once. Default: nothing."""
+
     def on_after_step(self) -> None:
         """Hook after each optimiser step (e.g. momentum updates). Default: nothing."""
 

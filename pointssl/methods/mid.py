@@ -84,7 +84,8 @@ class MIDConfig(OptimConfig):
     scale_high: float = 1.25
     num_points: int = 0  # points per view; 0 = every point of the shape (not stated)
     normal_k: int = 16  # not stated: neighbours of the PCA normals (Sec. 3.1)
-    num_instances: int = 0  # N of Eq. 2; 0 = grow to the largest shape index seen (+1)
+    num_instances: int = 0  # N of Eq. 2; 0 = the training set size (or, outside the
+    # trainer, grow to the largest shape index seen + 1)
     memory_dtype: str = "fp32"  # "fp16" halves the N x K x C patch memory for large N
     # the memories' start (the paper does not say): "xavier" = the release's Xavier-uniform
     # rows (mid_loss.py), near zero (bound sqrt(6 / (57,449 + 128)) ~ 0.01 for its N), so an
@@ -158,8 +159,10 @@ class MID(Method):
         self.point_loss = PatchInstanceLoss(cfg.tau_point)
         self._pending: tuple | None = None
         self._prep: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._sized = False  # memories hold every training index (no per-step check)
         if cfg.num_instances:
             self.grow(int(cfg.num_instances))
+            self._sized = True
 
     @classmethod
     def test_config(cls) -> dict:
@@ -206,9 +209,18 @@ class MID(Method):
                 cur = getattr(self, name)
                 setattr(self, name, _frozen(torch.empty(t.shape, dtype=cur.dtype,
                                                         device=cur.device)))
+                self._sized = False  # an older, smaller memory: check indices again
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def bind_data(self, num_shapes: int) -> None:
+        """Size the memories for the whole training set once (N of Eq. 2), so a step never
+        asks the device for its largest index (a host-device sync)."""
+        self.grow(max(int(self.cfg.num_instances), int(num_shapes)))
+        self._sized = True
+
     def _ensure_rows(self, index: torch.Tensor) -> None:
+        if self._sized:
+            return
         top = index.max().reshape(1).long() if len(index) else torch.zeros(1, dtype=torch.long)
         if _dist_world() > 1:  # every rank grows to the same size
             tdist.all_reduce(top, op=tdist.ReduceOp.MAX)

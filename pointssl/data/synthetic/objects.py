@@ -569,11 +569,7 @@ def _car(b, rng):
     xs = [front + u(0.3, 0.6), length - u(0.5, 0.9)]
     if n_axles == 3:
         xs.append(xs[1] - 2.2 * wr)
-    ww = u(0.18, 0.3)
-    for x in xs:
-        for sy in (-1, 1):
-            y = sy * (w / 2 - ww / 2 + 0.02)
-            b.cyl(wheels, [x, y - ww / 2, wr], [x, y + ww / 2, wr], wr, sections=16)
+    _wheels(b, wheels, xs, w, wr, u(0.18, 0.3))
 
 
 def _bench(b, rng):
