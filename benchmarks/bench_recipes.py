@@ -24,7 +24,10 @@ Backbones: ``pointnet`` (T-nets on, the default), ``pointnet-plain`` (``tnet=fal
 the fused PointwiseMLP paths off (``pointnet.set_fused``); ``ref`` = the backbone files
 (pointnet.py, dgcnn.py) of git revision ``--ref-rev`` (default HEAD; give the commit before
 the change under test, e.g. 9495a9c for issue 10's) with the same weights, everything else
-from the working tree.
+from the working tree; ``rev`` = the whole ``pointssl`` package of ``--ref-rev`` (exported
+with ``git archive`` and put first on the child's path): heads, losses, methods and the
+allocator settings as they were too. Rows of the working tree tune the CPU allocator as
+every pointssl entry point does (``utils.device.tune_cpu_allocator``).
 
 FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` on one extra step (matmul-class ops:
 mm, bmm, addmm, baddbmm, convolutions; elementwise work is not counted; a sparse x dense
@@ -54,7 +57,7 @@ import time
 TASKS = ("conclu", "parae", "finetune", "svm-features")
 BACKBONES = {"pointnet": ("pointnet", {}), "pointnet-plain": ("pointnet", {"tnet": False}),
              "dgcnn": ("dgcnn", {})}
-IMPLS = ("ref", "plain", "new")
+IMPLS = ("ref", "rev", "plain", "new")
 _REF_FILES = ("pointnet", "dgcnn")
 
 
@@ -100,6 +103,22 @@ def _ref_is_worktree(rev: str) -> bool:
             if f.read() != old:
                 return False
     return True
+
+
+def _export_rev(rev: str):
+    """The ``pointssl`` package of ``rev`` in a temporary directory (removed with the
+    returned object)."""
+    import io
+    import tarfile
+    import tempfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tar = subprocess.run(["git", "-C", root, "archive", rev, "pointssl"], check=True,
+                         capture_output=True).stdout
+    tmp = tempfile.TemporaryDirectory(prefix="pointssl-rev-")
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        t.extractall(tmp.name, filter="data")
+    return tmp
 
 
 def _flop_counter():
@@ -158,6 +177,12 @@ def measure(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     dev = torch.device(spec["device"])
+    try:  # the working tree's (pointssl entry points call it); absent from old revisions
+        from pointssl.utils.device import tune_cpu_allocator
+    except ImportError:
+        tune_cpu_allocator = None
+    if dev.type == "cpu" and tune_cpu_allocator is not None:
+        tune_cpu_allocator()
     cuda = dev.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(dev)) if cuda else (lambda: None)
     bf16 = spec["precision"] == "bf16"
@@ -238,7 +263,7 @@ def measure(spec: dict) -> dict:
 
     exec_flops = count()
     model_flops = exec_flops
-    if spec["impl"] == "new" and spec["model_flops"]:
+    if spec["impl"] in ("new", "rev") and spec["model_flops"]:
         set_fused(model, False)
         model_flops = count()
     ceil = statistics.median(ceiling.samples)
@@ -333,6 +358,7 @@ def main(argv=None) -> None:
         print(f"# note: the backbone files of {a.ref_rev} equal the working tree's: 'ref' is "
               "not a 'before' (pass --ref-rev with the commit before the change)",
               file=sys.stderr)
+    rev_tree = _export_rev(a.ref_rev) if "rev" in a.impls else None
     rows = []
     print(f"# {platform.processor() or platform.machine()}, {a.threads} threads, device "
           f"{a.device}; inputs: seeded random (B, N, 3) tensors", file=sys.stderr)
@@ -347,8 +373,9 @@ def main(argv=None) -> None:
                             "model_flops": not a.no_model_flops, "compile": a.compile}
                     cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
                     try:
-                        p = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                                           timeout=a.timeout)
+                        p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout,
+                                           env={**env, "PYTHONPATH": rev_tree.name}
+                                           if impl == "rev" else env)
                         if p.returncode:
                             err = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])
                             row = {**spec, "error": err[-1][:200]}

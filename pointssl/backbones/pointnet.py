@@ -97,7 +97,8 @@ class _MaxScore(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx = torch.zeros_like(x).index_add_(0, flat, (g[..., None] * w).view(-1, x.shape[1]))
         if ctx.needs_input_grad[1]:
-            gw = torch.einsum("bo,boi->oi", g, x.index_select(0, flat).view(*idx.shape, -1))
+            # (B, C_out, C_in) product summed over B: einsum ran it as C_out tiny bmms
+            gw = (g[..., None] * x.index_select(0, flat).view(*idx.shape, -1)).sum(0)
         return gx, gw, None, None
 
 
@@ -176,8 +177,12 @@ class PointwiseMLP(nn.Module):
         return self.fused and type(bn) is nn.BatchNorm1d and bn.affine and n_rows > 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.pre_act(x))
+
+    def pre_act(self, x: torch.Tensor) -> torch.Tensor:
+        """BN(W x), before the activation (for a caller that fuses it with what follows)."""
         if not self._batch_stats():
-            return self.act(F.linear(x, *self.folded()))
+            return F.linear(x, *self.folded())
         shape, c_out = x.shape, self.lin.out_features
         xf = x.reshape(-1, shape[-1])
         if self._foldable(len(xf)) and shape[-1] < c_out:
@@ -185,7 +190,7 @@ class PointwiseMLP(nn.Module):
             y = F.linear(xf, w, b)
         else:
             y = self.bn(self.lin(xf))
-        return self.act(y).reshape(*shape[:-1], c_out)
+        return y.reshape(*shape[:-1], c_out)
 
     def forward_maxpool(self, x: torch.Tensor, offset: torch.Tensor | None = None
                         ) -> torch.Tensor:
