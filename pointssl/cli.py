@@ -32,7 +32,12 @@ def _load(args, split: str, num_points: int | None = None):
     root = getattr(args, "root", None)
     if args.data not in ("synthetic", "synthetic_rooms") and root is None:
         raise PointSSLError(f"--data {args.data} needs --root PATH")
-    return api.load_dataset(args.data, root, split, num_points=num_points, seed=args.seed)
+    rooms = getattr(args, f"{split}_rooms", None)
+    if rooms is not None and args.data != "synthetic_rooms":
+        raise PointSSLError(f"--{split}-rooms is for --data synthetic_rooms, not {args.data}")
+    opts = {"rooms": rooms} if rooms is not None else {}
+    return api.load_dataset(args.data, root, split, num_points=num_points, seed=args.seed,
+                            **opts)
 
 
 def _load_pair(args):
@@ -606,6 +611,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--lr", type=float)
     f.add_argument("--num-points", type=int)
     f.add_argument("--min-steps", type=int, help="add epochs until this many optimiser steps")
+    f.add_argument("--train-rooms", type=int, metavar="N",
+                   help="--data synthetic_rooms: N training rooms (default 32)")
+    f.add_argument("--test-rooms", type=int, metavar="N",
+                   help="--data synthetic_rooms: N held-out test rooms (default 8)")
     f.add_argument("--no-augment", action="store_true",
                    help="finetune/scratch without the scale/shift/jitter augmentation")
     _add_output_args(f)

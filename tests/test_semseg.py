@@ -139,16 +139,32 @@ def _s3dis(root):
     return root
 
 
+_TINY_UNET = ["--backbone", "sparse_unet", "--set", "voxel_size=0.25", "--set", "init_dim=8",
+              "--set", "enc_planes=8,16", "--set", "enc_layers=1,1", "--set",
+              "dec_planes=16,8", "--set", "dec_layers=1,1"]
+
+
 def test_cli_eval_finetune_semseg(tmp_path, capsys):
     root = _s3dis(tmp_path)
     rc = main(["eval", "finetune", "--task", "semseg", "--mode", "scratch", "--fraction", "0.5",
-               "--backbone", "sparse_unet", "--set", "voxel_size=0.25", "--set", "init_dim=8",
-               "--set", "enc_planes=8,16", "--set", "enc_layers=1,1", "--set",
-               "dec_planes=16,8", "--set", "dec_layers=1,1", "--data", "s3dis", "--root",
-               str(root), "--epochs", "1", "--json"])
+               *_TINY_UNET, "--data", "s3dis", "--root", str(root), "--epochs", "1", "--json"])
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     assert res["task"] == "semseg" and res["mode"] == "scratch"
     assert res["n_train_scenes"] == 2 and res["n_test_scenes"] == 1
     assert res["n_labeled_scenes"] == 1 and 0 <= res["miou"] <= 1
     assert set(res["per_class_iou"]) <= {"floor", "wall", "table"}
+
+
+def test_cli_eval_finetune_semseg_sets_the_synthetic_room_counts(tmp_path, capsys):
+    rc = main(["eval", "finetune", "--task", "semseg", "--mode", "scratch", *_TINY_UNET,
+               "--data", "synthetic_rooms", "--root", str(tmp_path), "--train-rooms", "2",
+               "--test-rooms", "1", "--epochs", "1", "--num-points", "2000", "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n_train_scenes"] == 2 and res["n_test_scenes"] == 1
+    rc = main(["eval", "finetune", "--task", "semseg", "--mode", "scratch", *_TINY_UNET,
+               "--data", "s3dis", "--root", str(_s3dis(tmp_path)), "--train-rooms", "2",
+               "--epochs", "1", "--json"])
+    assert rc == 2
+    assert "--train-rooms is for --data synthetic_rooms" in capsys.readouterr().err
