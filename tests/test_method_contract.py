@@ -69,8 +69,9 @@ def test_resume_reproduces_the_uninterrupted_run_and_load_method_rebuilds_it(nam
     batch = full.collate(views)
     with torch.no_grad():
         a, b = full(batch), again(batch)
-    for k, v in a.items():
-        assert torch.equal(v, b[k]), k
+    for k, v in a.items():  # NaN where the original gives NaN: a 10-step tiny net's eval-mode
+        # BN statistics can blow its T-net up (seen with PointContrast at 1 thread)
+        torch.testing.assert_close(v, b[k], rtol=0, atol=0, equal_nan=True, msg=k)
 
 
 def test_set_overrides_split_between_the_method_and_the_backbone(tmp_path):
