@@ -317,6 +317,30 @@ def test_feature_transform_regulariser_is_the_pointnet_penalty_in_train_mode_onl
         torch.randn(2, 10, 3)).aux_loss is None
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_input_transform_regulariser_is_off_by_default_and_adds_the_penalty_when_set(packed):
+    from pointssl.structures import PointBatch
+
+    x = [torch.randn(9, 3), torch.randn(13, 3)] if packed else torch.randn(3, 10, 3)
+    batch = PointBatch.from_list(x) if packed else x
+    a = torch.tensor([[2.0, 0, 0], [0, 1, 0], [0, 0, 0.5]])  # I - A A^T: 9 + 0 + 0.5625
+    losses = {}
+    for w in (0.0, 0.01):
+        torch.manual_seed(0)
+        m = build_backbone("pointnet", channels=(8, 4), emb_dim=16, input_transform_reg=w)
+        _set_feature_transform(m, torch.eye(4))  # the feature penalty is 0
+        with torch.no_grad():
+            m.tnet.fc[-1].weight.zero_()
+            m.tnet.fc[-1].bias.copy_((a - torch.eye(3)).reshape(-1))
+        out = m.train()(batch)
+        losses[w] = out.aux_loss
+    assert losses[0.0].item() == 0.0
+    assert losses[0.01].item() == pytest.approx(0.01 * 9.5625, rel=1e-6)
+    losses[0.01].backward()
+    assert m.tnet.fc[-1].bias.grad.abs().sum() > 0  # the penalty trains the input T-net
+    assert m.config["input_transform_reg"] == 0.01
+
+
 def test_old_pointnet_files_without_the_feature_transform_still_load(tmp_path):
     """backbone.pt and training checkpoints written before the feature transform: their
     config has no ``feature_transform`` key and means the input transform only."""

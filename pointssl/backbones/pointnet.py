@@ -290,11 +290,15 @@ class PointNet(Backbone):
 
     def __init__(self, channels=(64, 64, 64, 128), emb_dim: int = 1024, tnet: bool = True,
                  in_dim: int = 3, feature_transform: bool | None = None,
-                 transform_reg: float = 0.001):  # PointNet Sec. 4.2: weight 0.001
+                 transform_reg: float = 0.001,  # PointNet Sec. 4.2: weight 0.001
+                 # PointNet regularises only the feature transform; > 0 adds the same
+                 # ||I - A A^T||^2 penalty on the 3 x 3 input transform (not in the papers)
+                 input_transform_reg: float = 0.0):
         ft = bool(tnet) if feature_transform is None else bool(feature_transform)
         super().__init__(channels=list(channels), emb_dim=emb_dim, tnet=bool(tnet),
                          in_dim=in_dim, feature_transform=ft,
-                         transform_reg=float(transform_reg))
+                         transform_reg=float(transform_reg),
+                         input_transform_reg=float(input_transform_reg))
         self.tnet = TNet(3) if tnet else None
         dims = [in_dim, *channels]
         self.layers = nn.ModuleList(PointwiseMLP(a, b) for a, b in zip(dims[:-1], dims[1:]))
@@ -304,6 +308,7 @@ class PointNet(Backbone):
         self.ft_at = min(1, len(channels) - 1)
         self.ftnet = TNet(dims[self.ft_at + 1]) if ft else None
         self.transform_reg = float(transform_reg)
+        self.input_transform_reg = float(input_transform_reg)
         self.global_dim = emb_dim
         self.point_dim = sum(channels)
         self.in_dim = in_dim
@@ -317,38 +322,50 @@ class PointNet(Backbone):
         """Configs written before the feature transform existed had the input one only."""
         return {"feature_transform": False, **config}
 
-    def _reg(self, a: torch.Tensor) -> torch.Tensor | None:
-        if not self.training or self.transform_reg == 0:
+    def _reg(self, a: torch.Tensor, weight: float | None = None) -> torch.Tensor | None:
+        weight = self.transform_reg if weight is None else weight
+        if not self.training or weight == 0:
             return None
-        return self.transform_reg * orthogonality_penalty(a)
+        return weight * orthogonality_penalty(a)
+
+    def _input_transform(self, xyz: torch.Tensor, offset=None):
+        """(transform of the xyz columns, its regulariser or None)."""
+        t = self.tnet(xyz, offset)
+        return t, self._reg(t, self.input_transform_reg)
+
+    @staticmethod
+    def _add(a, b):
+        return b if a is None else a if b is None else a + b
 
     def forward_dense(self, x: torch.Tensor) -> BackboneOutput:
+        aux = None
         if self.tnet is not None:
-            xyz = x[..., :3] @ self.tnet(x[..., :3])
-            x = torch.cat([xyz, x[..., 3:]], dim=-1)
-        feats, aux = [], None
+            t, aux = self._input_transform(x[..., :3])
+            x = torch.cat([x[..., :3] @ t, x[..., 3:]], dim=-1)
+        feats = []
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i == self.ft_at and self.ftnet is not None:
                 a = self.ftnet(x)
                 x = torch.bmm(x, a)
-                aux = self._reg(a)
+                aux = self._add(aux, self._reg(a))
             feats.append(x)
         g = self.last.forward_maxpool(x)
         return BackboneOutput(global_feat=g, point_feat=torch.cat(feats, dim=-1), aux_loss=aux)
 
     def forward_packed(self, x: torch.Tensor, offset: torch.Tensor) -> BackboneOutput:
         # per-point layers see (P, C): train-mode BN normalises over all P points
+        aux = None
         if self.tnet is not None:
-            xyz = transform_packed(x[:, :3], self.tnet(x[:, :3], offset), offset)
-            x = torch.cat([xyz, x[:, 3:]], dim=-1)
-        feats, aux = [], None
+            t, aux = self._input_transform(x[:, :3], offset)
+            x = torch.cat([transform_packed(x[:, :3], t, offset), x[:, 3:]], dim=-1)
+        feats = []
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i == self.ft_at and self.ftnet is not None:
                 a = self.ftnet(x, offset)
                 x = transform_packed(x, a, offset)
-                aux = self._reg(a)
+                aux = self._add(aux, self._reg(a))
             feats.append(x)
         g = self.last.forward_maxpool(x, offset)
         return BackboneOutput(global_feat=g, point_feat=torch.cat(feats, dim=-1), offset=offset,
