@@ -254,3 +254,36 @@ def test_mid_trains_the_octree_backbone_on_packed_clouds():
     out["loss"].backward()
     m.on_after_step()
     assert torch.isfinite(out["loss"]) and m.patch_memory.shape == (2, 4, 8)
+
+
+def test_shape_loss_reads_a_linear_head_over_the_backbone_global_feature():
+    """The release's fc2 (128-d) feeds Eq. 2 and the memory; the backbone's global feature
+    (fc1, what the protocols read) sits under it and the head is trained by the loss."""
+    bb = build_backbone("octree_hrnet", depth=5, channels=8, resblocks=1, point_dim=8)
+    assert bb.global_dim == 64  # 8c: the pooled fc1
+    m = build_method("mid", bb, {**MID.test_config(), "shape_dim": 12})[0]
+    assert m.shape_memory.shape[1] == 12 and m.shape_head.in_features == 64
+    m.train()
+    rng = np.random.default_rng(0)
+    views = [m.make_views({"points": rng.normal(size=(40, 3)).astype(np.float32)},
+                          np.random.default_rng(i)) for i in range(2)]
+    batch = m.collate(views)
+    batch["index"] = torch.tensor([0, 1])
+    out = m(batch)
+    out["loss"].backward()
+    assert m.shape_head.weight.grad is not None and m.shape_head.weight.grad.abs().sum() > 0
+    assert out["embedding"].shape == (2, 64)
+    m.on_after_step()
+    with torch.no_grad():
+        m.eval()
+        want = F.normalize(m.shape_head(m.backbone(batch["points"]).global_feat), dim=1)
+    m.train()
+    # the memory row moved toward the head's (not the backbone's) feature
+    assert (F.cosine_similarity(m.shape_memory[:2], want) > 0.5).all()
+    assert MIDConfig().shape_dim == 128  # release nouts 128,64
+    with pytest.raises(PointSSLError):
+        build_method("mid", bb, {**MID.test_config(), "shape_dim": -1})
+    # shape_dim 0: Eq. 2 on the global feature itself
+    m0 = build_method("mid", build_backbone("pointnet", **PointNet.test_config()),
+                      {**MID.test_config(), "shape_dim": 0})[0]
+    assert m0.shape_memory.shape[1] == m0.backbone.global_dim

@@ -78,7 +78,13 @@ def test_default_size_and_bad_options():
     m = OctreeHRNet()
     n = sum(p.numel() for p in m.parameters())
     assert 2.5e6 < n < 3.2e6  # the release's factor-2 widths (see the module docstring)
-    assert (m.global_dim, m.point_dim, m.depth) == (128, 64, 6)
+    # the global feature is the release's fc1 (8c, what its linear classifier reads); its
+    # 128-d fc2 is MID's shape head
+    assert (m.global_dim, m.point_dim, m.depth) == (1024, 64, 6)
+    assert isinstance(m.cls_fc, torch.nn.Identity)
+    old = OctreeHRNet(depth=5, channels=8, resblocks=1, global_dim=16, point_dim=8).eval()
+    with torch.no_grad():  # global_dim > 0: an FC inside (older checkpoints)
+        assert old(torch.from_numpy(sphere(40, 2))[None]).global_feat.shape == (1, 16)
     with pytest.raises(PointSSLError):
         OctreeHRNet(depth=4)
     with pytest.raises(PointSSLError):

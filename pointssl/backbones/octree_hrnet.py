@@ -2,15 +2,20 @@
 Cloud Understanding: Multiresolution Instance Discrimination", Sec. 3.2, Fig. 1), built from
 the pure-PyTorch ``ocnn`` package's octree blocks.
 
-The packed points (+ normals; PCA normals when the batch has none) become one octree of
-``depth`` (6: 64^3, Sec. 3.2) inside ``forward``. Three parallel branches at depths
+The packed points (+ normals; PCA normals, cached per cloud, when the batch has none) become one
+octree of ``depth`` (6: 64^3, Sec. 3.2) inside ``forward``. Three parallel branches at depths
 ``depth-1``, ``depth-2``, ``depth-3`` with ``c, 2c, 4c`` channels, each ``resblocks``
 bottleneck ResNet blocks (ResBlk(3)), fused between stages (down: max-pool + 1x1 conv,
 up: 1x1 conv + up-sampling; ReLU after the sum). Two heads, as in the authors' release
 (``tensorflow/script/network_hrnet.py`` of microsoft/O-CNN, ``mid_hrnet_d6.yaml``):
 
-- shape feature (``global_dim`` = 128): every branch max-pooled to ``depth-3``, concatenated,
-  1x1 conv to ``8c`` + BN + ReLU, global average pool, one FC layer;
+- shape feature: every branch max-pooled to ``depth-3``, concatenated, 1x1 conv to ``8c`` +
+  BN + ReLU, global average pool: the release's ``fc1`` (1024-d at ``c`` = 128), the feature
+  its downstream protocols read (``feature.py`` / ``run_linear_cls_cmd.py`` train the linear
+  classifier on ``fc1``; ``network_cls`` replaces the FC after it). The release's 128-d FC
+  after it (``fc2``, ``nouts[0]``) feeds the MID loss only: :class:`~pointssl.methods.mid.MID`
+  owns it (``shape_dim``). ``global_dim`` > 0 puts an FC to that width inside the backbone
+  instead (older checkpoints, which have one);
 - point features (``point_dim`` = 64): every branch up-sampled to ``depth-1``, concatenated,
   tri-linearly interpolated at the input points, concatenated with the first ``depth``
   convolution's feature (nearest), then a 2-layer MLP (``2c`` hidden, BN + ReLU).
@@ -28,9 +33,12 @@ it a stand-in module for that import and removes it from ``sys.modules`` right a
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import sys
 import types
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -41,7 +49,7 @@ from pointssl.data.views.transforms import pca_normals
 from pointssl.errors import PointSSLError
 from pointssl.structures import BackboneOutput, PointBatch, as_point_batch
 
-__all__ = ["OctreeHRNet", "import_ocnn", "estimate_normals"]
+__all__ = ["OctreeHRNet", "import_ocnn", "estimate_normals", "shape_normals"]
 
 _EPS = 1e-6
 
@@ -71,11 +79,44 @@ def import_ocnn():
     return ocnn
 
 
+# PCA normals of the clouds a forward has seen, by content: the protocols (svm, finetune fix,
+# registration, embed) feed the same clouds again and again (a random-init twin, every epoch
+# of a fine-tune that recomputes features, a repeated evaluation) and the estimate costs about
+# as much as an eighth of the depth-5 forward. Least recently used entries go past the limit.
+_NORMALS: OrderedDict[bytes, np.ndarray] = OrderedDict()
+_NORMALS_LIMIT_BYTES = 256 << 20
+_normals_bytes = 0
+
+
+def shape_normals(xyz: np.ndarray, k: int = 16) -> np.ndarray:
+    """(N, 3) float32 unit PCA normals of one cloud, exactly those a MID training view of the
+    same points gets (:meth:`pointssl.methods.mid.MID.prepare`: ``pca_normals`` stored at
+    float16; the view re-normalises), computed once per cloud content and ``k`` in this
+    process."""
+    global _normals_bytes
+    xyz = np.ascontiguousarray(np.asarray(xyz)[:, :3], dtype=np.float32)
+    h = hashlib.sha1(xyz.tobytes())
+    h.update(f"|{len(xyz)}|{int(k)}".encode())
+    key = h.digest()
+    hit = _NORMALS.get(key)
+    if hit is None:
+        hit = pca_normals(xyz, k).astype(np.float16)
+        _NORMALS[key] = hit
+        _normals_bytes += hit.nbytes
+        while _normals_bytes > _NORMALS_LIMIT_BYTES and len(_NORMALS) > 1:
+            _normals_bytes -= _NORMALS.popitem(last=False)[1].nbytes
+    else:
+        _NORMALS.move_to_end(key)
+    n = hit.astype(np.float64)  # unit again, as the view re-normalises its transformed normals
+    return (n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def estimate_normals(coord: torch.Tensor, offset: torch.Tensor, k: int = 16) -> torch.Tensor:
-    """(P, 3) PCA normals (oriented away from each cloud's centroid) of packed clouds."""
+    """(P, 3) PCA normals (oriented away from each cloud's centroid) of packed clouds, each
+    cloud's from :func:`shape_normals` (cached by content)."""
     xyz = coord.detach().float().cpu().numpy()
     off = offset.tolist()
-    out = np.concatenate([pca_normals(xyz[lo:hi], k) for lo, hi in zip(off[:-1], off[1:])])
+    out = np.concatenate([shape_normals(xyz[lo:hi], k) for lo, hi in zip(off[:-1], off[1:])])
     return torch.from_numpy(out).to(coord.device, coord.dtype)
 
 
@@ -134,11 +175,13 @@ class OctreeHRNet(Backbone):
     in_dim = 6  # xyz + normals (normals estimated when the batch carries none)
 
     def __init__(self, depth: int = 6, channels: int = 128, resblocks: int = 3,
-                 fusion: int = 2, global_dim: int = 128, point_dim: int = 64,
+                 fusion: int = 2, global_dim: int = 0, point_dim: int = 64,
                  signal_abs: bool = True, upsample: str = "nearest", box: float = 1.0,
                  normal_k: int = 16, nempty: bool = True, conv_method: str = "auto"):
         # depth 6 = 64^3 (Sec. 3.2); channels 128 = 64 * factor 2, signal_abs, upsample
-        # "nearest", nouts 128,64: the release's mid_hrnet_d6.yaml; resblocks 3: ResBlk(3)
+        # "nearest", nouts 128,64: the release's mid_hrnet_d6.yaml; resblocks 3: ResBlk(3);
+        # global_dim 0: the global feature is the pooled 8c (release fc1, what its linear
+        # classifier reads); the 128 of nouts is the MID method's shape head
         super().__init__(depth=depth, channels=channels, resblocks=resblocks, fusion=fusion,
                          global_dim=global_dim, point_dim=point_dim, signal_abs=signal_abs,
                          upsample=upsample, box=box, normal_k=normal_k, nempty=nempty,
@@ -157,8 +200,8 @@ class OctreeHRNet(Backbone):
         self.depth, self.box, self.normal_k = int(depth), float(box), int(normal_k)
         self.signal_abs, self.nempty, self.conv_method = bool(signal_abs), bool(nempty), \
             conv_method
-        self.global_dim, self.point_dim = int(global_dim), int(point_dim)
         c = int(channels)
+        self.global_dim, self.point_dim = int(global_dim) or 8 * c, int(point_dim)
         chans = [c, 2 * c, 4 * c]
         self.channels = chans
         c0 = max(c // 4, 1)
@@ -188,16 +231,28 @@ class OctreeHRNet(Backbone):
         # shape head: concat at depth-3, 1x1 conv to 512 * factor, global pool, FC
         self.cls_conv = ocnn.modules.Conv1x1BnRelu(shape_in, 8 * c)
         self.global_pool = ocnn.nn.OctreeGlobalPool(nempty)
-        self.cls_fc = nn.Linear(8 * c, self.global_dim)
+        self.cls_fc = nn.Linear(8 * c, self.global_dim) if global_dim else nn.Identity()
         # point head: 2-layer MLP, 128 * factor hidden (release predict_module)
         self.seg_mlp = nn.Sequential(nn.Linear(point_in + c0, 2 * c, bias=False),
                                      nn.BatchNorm1d(2 * c), nn.ReLU(inplace=True),
                                      nn.Linear(2 * c, self.point_dim))
         self._conv_device: str | None = None
+        self._global_only = False
+
+    @contextlib.contextmanager
+    def global_only(self):
+        """Within: ``forward`` skips the point head (interpolation at the points, MLP: about
+        half of an inference forward) and returns (P, 0) point features. For the protocols
+        that read the global feature only (svm, ``finetune --task cls --mode fix``)."""
+        before, self._global_only = self._global_only, True
+        try:
+            yield self
+        finally:
+            self._global_only = before
 
     @classmethod
     def test_config(cls) -> dict:
-        return {"depth": 5, "channels": 16, "resblocks": 1, "global_dim": 32, "point_dim": 16}
+        return {"depth": 5, "channels": 16, "resblocks": 1, "point_dim": 16}
 
     # ------------------------------------------------------------------ dispatch
     def forward(self, x) -> BackboneOutput:
@@ -207,7 +262,8 @@ class OctreeHRNet(Backbone):
         if isinstance(x, torch.Tensor) and x.ndim == 3:
             b, n, _ = x.shape
             out = self._run(PointBatch.from_dense(x))
-            return BackboneOutput(out.global_feat, out.point_feat.reshape(b, n, -1))
+            return BackboneOutput(out.global_feat,
+                                  out.point_feat.reshape(b, n, out.point_feat.shape[-1]))
         pb = as_point_batch(x)
         if isinstance(x, (list, tuple)):
             pb = pb.to(self._device())
@@ -273,6 +329,8 @@ class OctreeHRNet(Backbone):
         g = self.cls_conv(torch.cat(pooled, dim=1))
         g = self.global_pool(g, octree, hr - 2)
         global_feat = self.cls_fc(g)
+        if self._global_only:
+            return BackboneOutput(global_feat, coord.new_zeros(len(coord), 0), pb.offset)
         # point features at the input points
         ups = []
         for i, t in enumerate(convs):

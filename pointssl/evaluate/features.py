@@ -6,6 +6,7 @@ through the backbone as a dense (B, N, C) tensor, any other chunk as a packed Po
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,6 +24,19 @@ def _batch(clouds: list[np.ndarray], device):
     if len({len(c) for c in clouds}) == 1:
         return torch.from_numpy(np.stack(clouds)).to(device)
     return PointBatch.from_list(clouds).to(device)
+
+
+def global_only(backbone: Backbone):
+    """A context in which the backbone may skip its per-point head (``global_only``: the
+    octree HRNet's), for callers that read the global feature only; else a no-op."""
+    only = getattr(backbone, "global_only", None)
+    return only() if only is not None else contextlib.nullcontext()
+
+
+def global_feat(backbone: Backbone, x) -> torch.Tensor:
+    """``backbone(x).global_feat`` (within :func:`global_only`)."""
+    with global_only(backbone):
+        return backbone(x).global_feat
 
 
 @torch.inference_mode()
@@ -51,7 +65,7 @@ def extract_features(backbone: Backbone, data, *, num_points: int | None = None,
                 c = p[idx, :3] if normals is None else \
                     np.concatenate([p[idx, :3], normals[i][idx]], axis=1)
                 chunk.append(c.astype(np.float32, copy=False))
-            feats.append(backbone(_batch(chunk, device)).global_feat.float().cpu().numpy())
+            feats.append(global_feat(backbone, _batch(chunk, device)).float().cpu().numpy())
             if progress is not None:
                 progress(len(chunk))
     finally:

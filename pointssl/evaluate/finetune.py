@@ -39,6 +39,7 @@ Label fractions are stratified, seeded and nested (see :func:`stratified_fractio
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -53,6 +54,7 @@ from torch.nn import functional as F
 from pointssl.backbones import load_backbone, random_backbone
 from pointssl.data.views import subsample_indices
 from pointssl.errors import PointSSLError
+from pointssl.evaluate.features import global_only
 from pointssl.evaluate.metrics import classification_metrics, partseg_metrics, restricted_argmax
 from pointssl.evaluate.splits import check_disjoint
 from pointssl.heads import ClassificationHead, SegmentationHead
@@ -337,7 +339,9 @@ class ClassificationTask:
             if not model.frozen:
                 return torch.cat([model.head(model.features(c).global_feat).argmax(1)
                                   for c in chunks])
-            g = model.cached[key] = torch.cat([model.features(c).global_feat for c in chunks])
+            with global_only(model.bb):
+                g = model.cached[key] = torch.cat([model.features(c).global_feat
+                                                   for c in chunks])
         return torch.cat([model.head(g[s:s + _HEAD_CHUNK]).argmax(1)
                           for s in range(0, len(g), _HEAD_CHUNK)])
 
@@ -509,7 +513,8 @@ class Protocol:
         with torch.no_grad():
             for s in range(0, len(items), bs):
                 x, y = task.sample(items[s:s + bs], _in_dim(model.bb), rng)
-                out = model.bb(x.to(dev))
+                with global_only(model.bb) if not task.per_point else contextlib.nullcontext():
+                    out = model.bb(x.to(dev))
                 gf.append(out.global_feat)
                 if cache:
                     ys.append(y)

@@ -3,11 +3,14 @@
 Every training shape is its own class (its dataset index, Sec. 3.1) and every one of its K
 K-means patches a point-level class. A shape's augmented copy is classified against N unit
 memory vectors (Eq. 2) and each of its points against the shape's K patch vectors (Eqs. 4-5),
-both at temperature 0.1. The memories are not trained by gradient: after each optimiser step
-the rows of the batch's shapes move halfway (momentum 0.5) to the current shape feature and
-patch-mean features and are re-normalised (Eqs. 6-7).
+both at temperature 0.1. The shape feature of Eq. 2 is a linear head on the backbone's global
+feature (the release's 128-d ``fc2`` on its pooled ``fc1``): the protocols read the global
+feature under it, as the release's linear classifier and fine-tuning read ``fc1``. The
+memories are not trained by gradient: after each optimiser step the rows of the batch's shapes
+move halfway (momentum 0.5) to the current shape feature and patch-mean features and are
+re-normalised (Eqs. 6-7).
 
-The memories are frozen parameters of this module (N x C_global and N x K x C_point, the
+The memories are frozen parameters of this module (N x C_shape and N x K x C_point, the
 release's ``trainable=False`` variables): checkpointed and resumed with the weights, never seen
 by the optimiser, ignored by DDP, and kept equal on every rank by gathering the batch's
 features from all ranks before the update. N is ``num_instances``, or with 0 the largest shape
@@ -66,6 +69,11 @@ class MIDConfig(OptimConfig):
     lr_gamma: float = 0.1  # release SOLVER.gamma default
     batch_size: int = 32  # release DATA.train.batch_size
     epochs: int = 445
+    # s_i of Eq. 2: a linear layer (with bias) on the backbone's global feature, to 128-d:
+    # the release's fc2 (network_hrnet.py cls_header, mid_hrnet_d6.yaml nouts 128,64). Its
+    # downstream protocols read the feature under it (fc1), as ours read the backbone's
+    # global feature; 0 = no head (Eq. 2 on the backbone's global feature itself)
+    shape_dim: int = 128
     loss: str = "both"  # Eq. 5 = both; "shape" / "point": Table 8's Shape-Loss / Point-Loss
     shape_weight: float = 1.0  # release LOSS.weights (1.0, 1.0)
     point_weight: float = 1.0
@@ -148,9 +156,14 @@ class MID(Method):
         self.use_point = cfg.loss in ("both", "point")
         dt = torch.float16 if cfg.memory_dtype == "fp16" else torch.float32
         k = int(cfg.num_patches)
+        if cfg.shape_dim < 0:
+            raise PointSSLError(f"mid shape_dim {cfg.shape_dim}: >= 0")
+        self.shape_dim = int(cfg.shape_dim) or int(backbone.global_dim)
+        self.shape_head = (nn.Linear(backbone.global_dim, self.shape_dim)
+                           if cfg.shape_dim and self.use_shape else nn.Identity())
         # the linear classifiers' weights s~ (Eq. 2) and v~ (Eq. 4): frozen parameters (the
         # release's trainable=False variables), moved by momentum only, never by the optimiser
-        self.shape_memory = _frozen(torch.zeros(0, backbone.global_dim, dtype=dt))
+        self.shape_memory = _frozen(torch.zeros(0, self.shape_dim, dtype=dt))
         self.patch_memory = _frozen(torch.zeros(0, k, backbone.point_dim, dtype=dt))
         # the memories are updated identically on every rank (on_after_step gathers the
         # batch): DDP must not overwrite them with rank 0's copy at every forward
@@ -344,8 +357,9 @@ class MID(Method):
         self._ensure_rows(index)
         res: dict[str, torch.Tensor] = {"embedding": out.global_feat.detach()}
         loss = out.global_feat.new_zeros(())
+        shape_feat = self.shape_head(out.global_feat) if self.use_shape else None
         if self.use_shape:
-            ls = self.shape_loss(out.global_feat, self.shape_memory, index)
+            ls = self.shape_loss(shape_feat, self.shape_memory, index)
             loss = loss + self.cfg.shape_weight * ls["loss"]
             res["shape_loss"], res["shape_acc"] = ls["loss"].detach(), ls["accuracy"]
         if self.use_point:
@@ -360,7 +374,8 @@ class MID(Method):
             means = mask = None
             if self.use_point:
                 means, mask = patch_means(pf, patch, offset, self.cfg.num_patches)
-            self._pending = (index, out.global_feat.detach().float(), means, mask)
+            self._pending = (index, None if shape_feat is None else shape_feat.detach().float(),
+                             means, mask)
         return res
 
     @torch.no_grad()
@@ -371,7 +386,9 @@ class MID(Method):
         index, shape_feat, means, mask = self._pending
         self._pending = None
         if _dist_world() > 1:
-            index, shape_feat = _gather(index), _gather(shape_feat)
+            index = _gather(index)
+            if shape_feat is not None:
+                shape_feat = _gather(shape_feat)
             if means is not None:
                 means, mask = _gather(means), _gather(mask)
         if self.use_shape:
