@@ -48,17 +48,18 @@ class _ActDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, slope, drop):
         keep = _keep_mask(x.shape, drop)
-        ctx.scale = scale = 65536 / (65536 - drop)
+        scale = 65536 / (65536 - drop)
         pos = x > 0
-        if slope == 0:  # a uint8 0/1 factor (x.mul(bool) is 2.5x slower), then the scale
+        if slope == 0:  # a uint8 0/1 factor (x.mul(bool) is 2.5x slower), the scale apart
             f = pos.logical_and_(keep).view(torch.uint8)
-            ctx.save_for_backward(f)
-            return x.mul(f).mul_(scale)
-        f = pos.to(x.dtype).mul_((1 - slope) * scale).add_(slope * scale)
-        f.mul_(keep.view(torch.uint8))
+            ctx.scale = scale
+        else:  # the factor itself: 0, slope * scale or scale
+            f = pos.to(x.dtype).mul_((1 - slope) * scale).add_(slope * scale)
+            f.mul_(keep.view(torch.uint8))
+            ctx.scale = None
         ctx.save_for_backward(f)
-        ctx.scale = None
-        return x * f
+        y = x.mul(f)
+        return y if ctx.scale is None else y.mul_(ctx.scale)
 
     @staticmethod
     @once_differentiable
