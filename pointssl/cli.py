@@ -360,7 +360,8 @@ def cmd_eval_finetune(args) -> int:
     res = run_finetune(args.task, args.mode, args.fraction, checkpoint=args.checkpoint,
                        backbone_name=args.backbone, backbone_config=_backbone_options(args),
                        random_init=args.random_init, train=train, test=test, seed=args.seed,
-                       augment=not args.no_augment, device=args.device, log=_log, **kw)
+                       augment=not args.no_augment, fix_features=args.fix_features,
+                       device=args.device, log=_log, **kw)
     _with_split(res, train)
     print(dumps_json(res) if args.json else _table(res))
     return 0
@@ -495,7 +496,7 @@ def _add_output_args(p):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pointssl.evaluate.finetune import MODES, TASKS
+    from pointssl.evaluate.finetune import FIX_FEATURES, MODES, TASKS
 
     ap = argparse.ArgumentParser(prog="pointssl", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -617,6 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--data synthetic_rooms: N held-out test rooms (default 8)")
     f.add_argument("--no-augment", action="store_true",
                    help="finetune/scratch without the scale/shift/jitter augmentation")
+    f.add_argument("--fix-features", choices=FIX_FEATURES, default="whiten",
+                   help="cls/partseg --mode fix: the frozen global feature standardised and "
+                        "then shrunk-whitened (default), or only standardised")
     _add_output_args(f)
     f.set_defaults(func=cmd_eval_finetune)
 

@@ -248,11 +248,12 @@ def _frozen_protocol(task, seed=2, **kw):
 
 @pytest.mark.parametrize("task", ["cls", "partseg"])
 def test_fix_standardises_every_frozen_feature_with_training_statistics(task):
-    """The one rule, for both tasks: each channel of each frozen feature the head reads is
-    (f - mean) / std with statistics of the labelled training features (one seeded sample
-    per shape, seed + 3); finetune/scratch read raw features."""
+    """The one rule, for both tasks (``fix_features="standardise"``): each channel of each
+    frozen feature the head reads is (f - mean) / std with statistics of the labelled
+    training features (one seeded sample per shape, seed + 3); finetune/scratch read raw
+    features."""
     seed = 2
-    p = _frozen_protocol(task, seed)
+    p = _frozen_protocol(task, seed, fix_features="standardise")
     train, bb, model = p.task.train, p.model.bb, p.model
     # Independent recomputation of the frozen training features.
     rng = np.random.default_rng(seed + 3)
@@ -293,6 +294,68 @@ def test_fix_standardises_every_frozen_feature_with_training_statistics(task):
     q.model.eval()
     with torch.no_grad():
         torch.testing.assert_close(q.model.features(xt).global_feat, q.model.bb(xt).global_feat)
+
+
+@pytest.mark.parametrize("task", ["cls", "partseg"])
+def test_fix_whitens_the_global_feature_with_the_training_map_by_default(task):
+    """Default ``fix``: the standardised global feature times the shrunk whitening map fitted
+    on the labelled training features; test-time features go through that same map;
+    per-point features stay only standardised; the result records the choice."""
+    p = _frozen_protocol(task)
+    model, bb = p.model, p.model.bb
+    s = model.scale_global
+    assert s.whiten is not None and p.fix_features == "whiten"
+    assert model.scale_point is None or model.scale_point.whiten is None
+    # The cached training features are exactly standardise-then-map of the raw ones.
+    z = p.cache[0].global_feat
+    n = len(p.tr_idx)
+    raw_z = z @ torch.linalg.inv(s.whiten.double()).float()  # undo the map: standardised
+    torch.testing.assert_close(raw_z.mean(0), torch.zeros(bb.global_dim), atol=1e-4, rtol=0)
+    torch.testing.assert_close(s.whiten, ft.shrunk_whitening(raw_z), atol=1e-4, rtol=1e-4)
+    assert n == len(z)
+    xt = torch.randn(2, 48, 3)
+    with torch.no_grad():
+        raw = bb(xt)
+        seen = model.features(xt)
+    torch.testing.assert_close(seen.global_feat,
+                               ((raw.global_feat - s.mean) / s.std) @ s.whiten)
+    r = Protocol(_make_task(task), REGIMES["fix"], epochs=1, batch_size=4, log=None
+                 ).run(tiny_backbone(), 1.0)
+    assert r["fix_features"] == "whiten"
+    q = Protocol(_make_task(task), REGIMES["scratch"], epochs=1, batch_size=4, log=None
+                 ).run(tiny_backbone(), 1.0)
+    assert "fix_features" not in q  # only the frozen regime maps features
+
+
+def test_shrunk_whitening_on_a_hand_example():
+    """Covariance V diag(ev) V^T -> V diag(ev (1 + lam) / (ev + lam)) V^T with lam = C / n:
+    a dominant direction is brought down to ~1 + lam, a unit-variance one stays at 1."""
+    n, c = 400, 4
+    rot = torch.linalg.qr(torch.randn(c, c, generator=torch.Generator().manual_seed(0)
+                                      ).double())[0]
+    # rows with covariance exactly diag(ev) in the rotated basis: +-sqrt(ev) on each axis
+    ev = torch.tensor([900.0, 4.0, 1.0, 0.01], dtype=torch.float64)
+    base = torch.zeros(n, c, dtype=torch.float64)
+    for k in range(c):
+        base[k * 100:k * 100 + 50, k] = (ev[k] * n / 100).sqrt()
+        base[k * 100 + 50:k * 100 + 100, k] = -(ev[k] * n / 100).sqrt()
+    z = base @ rot.T
+    lam = c / n
+    w = ft.shrunk_whitening(z)
+    torch.testing.assert_close(w, w.T)
+    out = z @ w
+    got = torch.linalg.eigvalsh(out.T @ out / n)
+    want = torch.sort(ev * (1 + lam) / (ev + lam)).values
+    torch.testing.assert_close(got, want)
+    assert float(want[-1]) < 1 + lam + 1e-9 and abs(float(want[1]) - 1.0) < 1e-12
+    # n = C: lam = 1, a unit direction still stays 1 (the map never inflates typical ones)
+    eye_rows = torch.eye(c, dtype=torch.float64) * c ** 0.5  # covariance I, n = 4
+    torch.testing.assert_close(ft.shrunk_whitening(eye_rows), torch.eye(c, dtype=torch.float64))
+
+
+def test_unknown_fix_features_is_an_error():
+    with pytest.raises(PointSSLError, match="fix_features 'pca'"):
+        Protocol(_make_task("cls"), REGIMES["fix"], fix_features="pca")
 
 
 def test_streamed_statistics_equal_the_cached_ones(monkeypatch):
