@@ -89,3 +89,32 @@ def test_default_size_and_bad_options():
         OctreeHRNet(depth=4)
     with pytest.raises(PointSSLError):
         OctreeHRNet(fusion=3)
+
+
+def test_unet_variant_reads_the_bottleneck_and_every_parameter_learns():
+    """Table 8's U-Net (``arch=unet``): both heads on clouds of different sizes, the shape
+    head on the coarsest encoder level (4c channels at depth - 3), the point head on the
+    decoder; one backward reaches every parameter; the global-only forward gives the same
+    global feature; the HRNet's fusion switch is refused."""
+    torch.manual_seed(0)
+    m = build_backbone("octree_hrnet", arch="unet", **SMALL)
+    assert not hasattr(m, "stages") and m.cls_conv.conv.linear.in_features == 4 * 8
+    clouds = [sphere(n, i) for i, n in enumerate([100, 37, 260])]
+    out = m.train()(PointBatch.from_list(clouds))
+    assert out.global_feat.shape == (3, 16) and out.point_feat.shape == (397, 8)
+    assert out.per_cloud()[0].std(0).mean() > 0
+    (out.global_feat.square().sum() + out.point_feat.square().sum()).backward()
+    dead = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []
+    m.eval()
+    with torch.no_grad():
+        full = m(PointBatch.from_list(clouds)).global_feat
+        with m.global_only():
+            alone = m(PointBatch.from_list(clouds)).global_feat
+    torch.testing.assert_close(alone, full)
+    hr = sum(p.numel() for p in build_backbone("octree_hrnet", **SMALL).parameters())
+    assert sum(p.numel() for p in m.parameters()) != hr
+    with pytest.raises(PointSSLError, match="fusion is an HRNet option"):
+        OctreeHRNet(arch="unet", fusion=1)
+    with pytest.raises(PointSSLError, match="arch 'pointnet'"):
+        OctreeHRNet(arch="pointnet")

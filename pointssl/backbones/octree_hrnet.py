@@ -24,8 +24,16 @@ Options: ``fusion`` 2 (every fusion layer), 1 (MID-1Fusion: the first one remove
 (MID-NoFusion) — Table 8; the paper's text does not say which layers Fig. 1 counts: here they
 are the stage-2 -> 3 transition's cross-resolution links and the heads' concatenation of all
 branches (the stage-1 -> 2 transition has a single branch, nothing to fuse). ``upsample``
-"nearest" (the release) or "linear" (the paper's "tri-linear up-sampling"). The U-Net variant
-of Table 8 is not built yet.
+"nearest" (the release) or "linear" (the paper's "tri-linear up-sampling").
+
+``arch="unet"``: Table 8's U-Net, which "cascades sequential convolutional layers from high
+to low resolutions and then recovers high resolution features from low-resolution ones in a
+reversed order" (Sec. 3.2); the paper gives no more detail, so it is the HRNet's parts
+rearranged: the same front, resolutions and widths (``c, 2c, 4c``), ``resblocks`` ResBlks at
+each encoder level (max-pool + 1x1 conv down), then a decoder (1x1 conv + up-sample, concat
+with the encoder's skip, 1x1 conv, ``resblocks`` ResBlks) back to ``depth-1``; the shape head
+reads the bottleneck (``depth-3``), the point head the decoder's last level. ``fusion`` is
+an HRNet option (must stay 2).
 
 ``ocnn`` imports torchvision at its top for one model we never use: :func:`import_ocnn` gives
 it a stand-in module for that import and removes it from ``sys.modules`` right after.
@@ -177,7 +185,8 @@ class OctreeHRNet(Backbone):
     def __init__(self, depth: int = 6, channels: int = 128, resblocks: int = 3,
                  fusion: int = 2, global_dim: int = 0, point_dim: int = 64,
                  signal_abs: bool = True, upsample: str = "nearest", box: float = 1.0,
-                 normal_k: int = 16, nempty: bool = True, conv_method: str = "auto"):
+                 normal_k: int = 16, nempty: bool = True, conv_method: str = "auto",
+                 arch: str = "hrnet"):
         # depth 6 = 64^3 (Sec. 3.2); channels 128 = 64 * factor 2, signal_abs, upsample
         # "nearest", nouts 128,64: the release's mid_hrnet_d6.yaml; resblocks 3: ResBlk(3);
         # global_dim 0: the global feature is the pooled 8c (release fc1, what its linear
@@ -185,12 +194,16 @@ class OctreeHRNet(Backbone):
         super().__init__(depth=depth, channels=channels, resblocks=resblocks, fusion=fusion,
                          global_dim=global_dim, point_dim=point_dim, signal_abs=signal_abs,
                          upsample=upsample, box=box, normal_k=normal_k, nempty=nempty,
-                         conv_method=conv_method)
+                         conv_method=conv_method, arch=arch)
         if int(depth) < 5:
             raise PointSSLError(f"octree_hrnet depth {depth}: at least 5 (three branches "
                                 "below the input depth, the coarsest above full depth 2)")
         if fusion not in (0, 1, 2):
             raise PointSSLError(f"octree_hrnet fusion {fusion}: 2 (all), 1 or 0 (none)")
+        if arch not in ("hrnet", "unet"):
+            raise PointSSLError(f"octree_hrnet arch {arch!r}: hrnet or unet (Table 8)")
+        if arch == "unet" and fusion != 2:
+            raise PointSSLError("octree_hrnet fusion is an HRNet option; arch=unet has none")
         if upsample not in ("nearest", "linear"):
             raise PointSSLError(f"octree_hrnet upsample {upsample!r}: nearest or linear")
         if conv_method not in ("auto", "explicit_gemm", "block_gemm", "triton"):
@@ -214,6 +227,10 @@ class OctreeHRNet(Backbone):
             return ocnn.modules.OctreeResBlocks(ch, ch, int(resblocks), 4 if ch < 256 else 8,
                                                 nempty=nempty)
 
+        self.arch = arch
+        if arch == "unet":
+            self._build_unet(ocnn, chans, blocks, upsample, nempty, c, c0)
+            return
         self.stages = nn.ModuleList(
             nn.ModuleList(blocks(chans[i]) for i in range(s + 1)) for s in range(3))
         # Table 8's fusion layers: the stage-2 -> 3 transition (the first one that has two
@@ -238,6 +255,70 @@ class OctreeHRNet(Backbone):
                                      nn.Linear(2 * c, self.point_dim))
         self._conv_device: str | None = None
         self._global_only = False
+
+    def _build_unet(self, ocnn, chans, blocks, upsample, nempty, c, c0) -> None:
+        """Table 8's U-Net (module docstring) and the same two heads."""
+        conv1 = ocnn.modules.Conv1x1BnRelu
+        self.enc = nn.ModuleList(blocks(ch) for ch in chans)
+        self.enc_down = nn.ModuleList(conv1(chans[i], chans[i + 1]) for i in range(2))
+        self.dec_up = nn.ModuleList(conv1(chans[i + 1], chans[i]) for i in range(2))
+        self.dec_fuse = nn.ModuleList(conv1(2 * chans[i], chans[i]) for i in range(2))
+        self.dec = nn.ModuleList(blocks(chans[i]) for i in range(2))
+        self.head_fusion = False
+        self.pool = ocnn.nn.OctreeMaxPool(nempty)
+        self.up = ocnn.nn.OctreeUpsample(upsample, nempty)
+        self.cls_conv = ocnn.modules.Conv1x1BnRelu(chans[-1], 8 * c)
+        self.global_pool = ocnn.nn.OctreeGlobalPool(nempty)
+        self.cls_fc = nn.Linear(8 * c, self.global_dim) if self.config["global_dim"] \
+            else nn.Identity()
+        self.seg_mlp = nn.Sequential(nn.Linear(chans[0] + c0, 2 * c, bias=False),
+                                     nn.BatchNorm1d(2 * c), nn.ReLU(inplace=True),
+                                     nn.Linear(2 * c, self.point_dim))
+        self._conv_device = None
+        self._global_only = False
+
+    def _unet(self, x, octree, hr: int):
+        """(shape inputs at ``hr - 2``, point inputs at ``hr``) of the U-Net trunk."""
+        skips = []
+        for i, blk in enumerate(self.enc):
+            if i:
+                x = self.enc_down[i - 1](self.pool(x, octree, hr - i + 1))
+            x = blk(x, octree, hr - i)
+            skips.append(x)
+        bottleneck = x
+        if self._global_only:
+            return [bottleneck], None
+        for i in (1, 0):  # decoder: depth hr - 2 -> hr - 1 -> hr
+            x = self.up(self.dec_up[i](x), octree, hr - i - 1)
+            x = self.dec_fuse[i](torch.cat([x, skips[i]], dim=1))
+            x = self.dec[i](x, octree, hr - i)
+        return [bottleneck], [x]
+
+    def _hrnet(self, x, octree, hr: int):
+        """(shape inputs at ``hr - 2``, point inputs at ``hr``) of the HRNet trunk."""
+        convs = [x]
+        for s in range(3):
+            convs = [blk(t, octree, hr - i) for i, (blk, t) in enumerate(zip(self.stages[s],
+                                                                               convs))]
+            if s < 2:
+                convs = self.transitions[s](convs, octree, hr)
+        pooled = []
+        for i, t in enumerate(convs):
+            if not self.head_fusion and i < len(convs) - 1:
+                continue
+            for d in range(hr - i, hr - 2, -1):
+                t = self.pool(t, octree, d)
+            pooled.append(t)
+        if self._global_only:
+            return pooled, None
+        ups = []
+        for i, t in enumerate(convs):
+            if not self.head_fusion and i > 0:
+                continue
+            for d in range(hr - i, hr):
+                t = self.up(t, octree, d)
+            ups.append(t)
+        return pooled, ups
 
     @contextlib.contextmanager
     def global_only(self):
@@ -312,33 +393,13 @@ class OctreeHRNet(Backbone):
         conv0 = self.front0(data, octree, depth)
         x = self.front1(self.front_pool(conv0, octree, depth), octree, depth - 1)
         hr = depth - 1
-        convs = [x]
-        for s in range(3):
-            convs = [blk(t, octree, hr - i) for i, (blk, t) in enumerate(zip(self.stages[s],
-                                                                               convs))]
-            if s < 2:
-                convs = self.transitions[s](convs, octree, hr)
-        # shape feature
-        pooled = []
-        for i, t in enumerate(convs):
-            if not self.head_fusion and i < len(convs) - 1:
-                continue
-            for d in range(hr - i, hr - 2, -1):
-                t = self.pool(t, octree, d)
-            pooled.append(t)
+        pooled, ups = (self._unet if self.arch == "unet" else self._hrnet)(x, octree, hr)
         g = self.cls_conv(torch.cat(pooled, dim=1))
         g = self.global_pool(g, octree, hr - 2)
         global_feat = self.cls_fc(g)
         if self._global_only:
             return BackboneOutput(global_feat, coord.new_zeros(len(coord), 0), pb.offset)
         # point features at the input points
-        ups = []
-        for i, t in enumerate(convs):
-            if not self.head_fusion and i > 0:
-                continue
-            for d in range(hr - i, hr):
-                t = self.up(t, octree, d)
-            ups.append(t)
         feat_hr = torch.cat(ups, dim=1)
         bcol = batch[:, None].to(pts.dtype)
         q_hr = torch.cat([(pts + 1.0) * 2 ** (hr - 1), bcol], dim=1)
