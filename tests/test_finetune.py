@@ -328,8 +328,9 @@ def test_fix_whitens_the_global_feature_with_the_training_map_by_default(task):
 
 
 def test_shrunk_whitening_on_a_hand_example():
-    """Covariance V diag(ev) V^T -> V diag(ev (1 + lam) / (ev + lam)) V^T with lam = C / n:
-    a dominant direction is brought down to ~1 + lam, a unit-variance one stays at 1."""
+    """Covariance V diag(ev) V^T -> V diag(ev (1 + lam) / (ev + lam)) V^T with
+    lam = 1 + C / n: a dominant direction is brought down to ~1 + lam, a unit-variance one
+    stays at 1."""
     n, c = 400, 4
     rot = torch.linalg.qr(torch.randn(c, c, generator=torch.Generator().manual_seed(0)
                                       ).double())[0]
@@ -340,7 +341,7 @@ def test_shrunk_whitening_on_a_hand_example():
         base[k * 100:k * 100 + 50, k] = (ev[k] * n / 100).sqrt()
         base[k * 100 + 50:k * 100 + 100, k] = -(ev[k] * n / 100).sqrt()
     z = base @ rot.T
-    lam = c / n
+    lam = 1 + c / n
     w = ft.shrunk_whitening(z)
     torch.testing.assert_close(w, w.T)
     out = z @ w
@@ -348,7 +349,7 @@ def test_shrunk_whitening_on_a_hand_example():
     want = torch.sort(ev * (1 + lam) / (ev + lam)).values
     torch.testing.assert_close(got, want)
     assert float(want[-1]) < 1 + lam + 1e-9 and abs(float(want[1]) - 1.0) < 1e-12
-    # n = C: lam = 1, a unit direction still stays 1 (the map never inflates typical ones)
+    # n = C, covariance I: every direction is a unit one, the map is the identity
     eye_rows = torch.eye(c, dtype=torch.float64) * c ** 0.5  # covariance I, n = 4
     torch.testing.assert_close(ft.shrunk_whitening(eye_rows), torch.eye(c, dtype=torch.float64))
 
