@@ -15,8 +15,10 @@ from pointssl.data.pairs import (
     PairSet,
     build_pairs,
     match_points,
+    scene_mesh,
     scene_pairs,
     visible_points,
+    visible_points_mesh,
 )
 from pointssl.errors import PointSSLError
 
@@ -52,6 +54,45 @@ def test_zbuffer_hides_points_behind_a_surface():
     # x/z = 0.7: outside a 60-degree field of view (tan 30 = 0.58) -> not seen
     assert not vis[5000:5500].any()
     assert not vis[5500:].any()  # behind the camera
+
+
+def test_ray_casting_hides_points_behind_a_mesh_and_keeps_those_on_it():
+    """Mesh visibility: points on the front quad are seen, points behind it hidden even where
+    they are dense (no z-buffer gaps to fall through), points beside it and behind the camera
+    are out of view."""
+    rng = np.random.default_rng(0)
+    front = np.c_[rng.uniform(-0.5, 0.5, (400, 2)), np.full(400, 2.0)]
+    back = np.c_[rng.uniform(-0.3, 0.3, (4000, 2)), np.full(4000, 3.0)]  # denser than the front
+    back_open = np.c_[rng.uniform(0.8, 1.0, (300, 1)), rng.uniform(-0.3, 0.3, (300, 1)),
+                      np.full(300, 3.0)]  # behind, but not behind the quad: seen
+    aside = np.c_[rng.uniform(2.0, 2.2, (100, 2)), np.full(100, 3.0)]
+    behind_cam = np.c_[rng.uniform(-0.3, 0.3, (50, 2)), np.full(50, -1.0)]
+    pts = np.concatenate([front, back, back_open, aside, behind_cam])
+    quad = [[-0.5, -0.5, 2], [0.5, -0.5, 2], [0.5, 0.5, 2], [-0.5, 0.5, 2],
+            [-2, -2, 3], [2, -2, 3], [2, 2, 3], [-2, 2, 3]]
+    mesh = scene_mesh(quad, [[0, 1, 2], [0, 2, 3], [4, 5, 6], [4, 6, 7]])
+    vis = np.zeros(len(pts), bool)
+    vis[visible_points_mesh(pts, (np.zeros(3), np.eye(3)), PairConfig(), mesh)] = True
+    assert vis[:400].all()
+    assert not vis[400:4400].any()
+    assert vis[4400:4700].all()
+    assert not vis[4700:].any()
+
+
+def test_synthetic_rooms_carry_their_surfaces_and_pairs_use_them(tmp_path):
+    """The rooms' meshes come with the points (every point lies on them) and build_pairs casts
+    rays against them: frames differ from the z-buffer's, pairs still reach 30% overlap."""
+    rooms = load_dataset("synthetic_rooms", tmp_path / "c", "train", rooms=1)
+    verts, faces = rooms.meshes[0].read()
+    mesh = scene_mesh(verts, faces)
+    pts = rooms.points[0].astype(np.float64)
+    _, dist, _ = mesh.nearest.on_surface(pts[::50])
+    assert dist.max() < 1e-3
+    cfg = PairConfig(frames=8)
+    fz, pz = scene_pairs(pts, cfg, np.random.default_rng(0))
+    fm, pm = scene_pairs(pts, cfg, np.random.default_rng(0), mesh)
+    assert len(fm) == len(fz) and pm and min(p[2] for p in pm) >= 0.3
+    assert any(len(a[0]) != len(b[0]) or (a[0] != b[0]).any() for a, b in zip(fm, fz))
 
 
 def test_match_points_within_radius():

@@ -3,8 +3,11 @@ through a scene; every frame keeps the scene points it sees, in world coordinate
 frames that overlap by at least 30% are kept with their point matches.
 
 The camera (ScanNet-like: 60 x 47 degree field of view, depth 0.3-5 m, 1.4 m above the floor,
-pitched down) walks an ellipse around the scene centre and looks across the room. Visibility
-is a z-buffer for point-only scenes: points are projected into a depth image whose pixel
+pitched down) walks an ellipse around the scene centre and looks across the room. Where the
+scene has meshes (the synthetic rooms: ``meshes[i]``), visibility is ray casting (trimesh,
+with embreex when installed): a point is kept when the first surface hit by the ray from the
+camera towards it lies no nearer than ``0.02 m + 1%`` of its distance. For point-only scenes
+(the ScanNet ``.bin`` rows) it is a z-buffer: points are projected into a depth image whose pixel
 subtends about one point spacing at 2 m; a 3 x 3 minimum filter closes the gaps between
 sparse foreground points, and a point is kept when its depth is within ``0.05 m + 3%`` of the
 filtered buffer. Each frame then gets its own sensor noise (Gaussian, a fraction ``noise`` (1/4) of
@@ -35,7 +38,8 @@ import numpy as np
 from pointssl.errors import DataError, PointSSLError
 from pointssl.utils.io import write_json_atomic
 
-__all__ = ["PairConfig", "camera_trajectory", "visible_points", "render_frames", "match_points",
+__all__ = ["PairConfig", "camera_trajectory", "visible_points", "visible_points_mesh",
+           "scene_mesh", "render_frames", "match_points",
            "scene_pairs", "build_pairs", "PairSet", "load_pairs"]
 
 
@@ -116,14 +120,52 @@ def visible_points(points: np.ndarray, pose, cfg: PairConfig, spacing: float) ->
     return idx[keep]
 
 
-def render_frames(points: np.ndarray, cfg: PairConfig, rng, poses=None):
+def in_frustum(points: np.ndarray, pose, cfg: PairConfig) -> np.ndarray:
+    """Indices of the points inside the camera's field of view and depth range."""
+    pos, rot = pose
+    cam = (points - pos) @ rot.T  # x right, y down, z forward
+    z = cam[:, 2]
+    fx, fy = [np.tan(np.deg2rad(f) / 2) for f in cfg.fov_deg]
+    ok = (z > cfg.min_depth) & (z < cfg.max_depth)
+    zs = np.where(ok, z, 1)
+    ok &= (np.abs(cam[:, 0] / zs) < fx) & (np.abs(cam[:, 1] / zs) < fy)
+    return np.flatnonzero(ok)
+
+
+def visible_points_mesh(points: np.ndarray, pose, cfg: PairConfig, mesh) -> np.ndarray:
+    """Indices of the points the camera at ``pose`` sees, by casting a ray from the camera to
+    each point in the frustum against the scene's surfaces (``mesh``: a trimesh.Trimesh)."""
+    idx = in_frustum(points, pose, cfg)
+    if len(idx) == 0:
+        return idx
+    pos = np.asarray(pose[0], dtype=np.float64)
+    vec = points[idx] - pos
+    dist = np.linalg.norm(vec, axis=1)
+    dirs = vec / dist[:, None]
+    hits, ray, _ = mesh.ray.intersects_location(np.broadcast_to(pos, dirs.shape), dirs,
+                                                multiple_hits=False)
+    first = np.full(len(idx), np.inf)
+    np.minimum.at(first, ray, np.linalg.norm(hits - pos, axis=1))
+    return idx[first >= dist - (0.02 + 0.01 * dist)]
+
+
+def scene_mesh(verts, faces):
+    """A trimesh of the scene's surfaces for :func:`visible_points_mesh`."""
+    import trimesh
+
+    return trimesh.Trimesh(np.asarray(verts, dtype=np.float64), np.asarray(faces), process=False)
+
+
+def render_frames(points: np.ndarray, cfg: PairConfig, rng, poses=None, mesh=None):
     """The frames' (ids into ``points``, noisy world xyz float32) along the trajectory;
-    frames with fewer than ``cfg.min_frame_points`` points are dropped."""
+    frames with fewer than ``cfg.min_frame_points`` points are dropped. ``mesh``: the scene's
+    surfaces (ray-cast visibility); None: the z-buffer."""
     poses = camera_trajectory(points, cfg, rng) if poses is None else poses
     spacing = point_spacing(points, rng)
     frames = []
     for pose in poses:
-        ids = visible_points(points, pose, cfg, spacing)
+        ids = (visible_points(points, pose, cfg, spacing) if mesh is None
+               else visible_points_mesh(points, pose, cfg, mesh))
         ids = ids[rng.random(len(ids)) >= cfg.dropout]
         if len(ids) < cfg.min_frame_points:
             continue
@@ -151,10 +193,10 @@ def pair_overlap(xyz1, xyz2, radius: float) -> float:
     return min(match_points(xyz1, xyz2, radius)[1], match_points(xyz2, xyz1, radius)[1])
 
 
-def scene_pairs(points: np.ndarray, cfg: PairConfig, rng):
+def scene_pairs(points: np.ndarray, cfg: PairConfig, rng, mesh=None):
     """Frames and pairs of one scene: (frames, pairs) with pairs a list of
-    (i, j, overlap, matches)."""
-    frames = render_frames(points, cfg, rng)
+    (i, j, overlap, matches). ``mesh``: the scene's surfaces, when it has them."""
+    frames = render_frames(points, cfg, rng, mesh=mesh)
     n = len(frames)
     if n < 2:
         return frames, []
@@ -253,7 +295,11 @@ def build_pairs(dataset, out, cfg: PairConfig | None = None, seed: int = 0, spli
                 raise DataError(name, f"{len(pts)} points: too few for a frame")
             if not np.isfinite(pts).all():
                 raise DataError(name, "NaN or infinite coordinates")
-            frames, pairs = scene_pairs(pts, cfg, np.random.default_rng([seed, i]))
+            handle = dataset.meshes[i] if getattr(dataset, "meshes", None) else None
+            mesh = None if handle is None else scene_mesh(*handle.read())
+            if mesh is not None and not np.isfinite(mesh.vertices).all():
+                raise DataError(name, "non-finite mesh vertices")
+            frames, pairs = scene_pairs(pts, cfg, np.random.default_rng([seed, i]), mesh)
             if not pairs:
                 raise DataError(name, f"no pair of its {len(frames)} frames reaches "
                                       f"{cfg.min_overlap:.0%} overlap")

@@ -55,7 +55,9 @@ def _shade(rng, base, normals, noise=0.03):
 def make_room(seed: int = 0, split: str = "train", index: int = 0, density: float = 250.0,
               objects: tuple[int, int] = (4, 8)) -> dict:
     """One room: ``points`` (N, 3) float32, ``colors`` (N, 3) in [0, 1], ``normals`` (N, 3),
-    ``semantic`` (N,) int64 indices into :data:`ROOM_CLASSES`, ``instance`` (N,) int64.
+    ``semantic`` (N,) int64 indices into :data:`ROOM_CLASSES`, ``instance`` (N,) int64, and the
+    surfaces they are sampled from, ``mesh_vertices`` (V, 3) float32 / ``mesh_faces`` (F, 3)
+    int32 (floor and wall quads, the placed furniture meshes), for ray-cast visibility.
 
     ``density`` is surface samples per square metre (250: ~6 cm spacing); the room is
     4-7 m x 4-7 m x 2.6-3 m with ``objects`` (min, max) pieces of furniture.
@@ -66,6 +68,14 @@ def make_room(seed: int = 0, split: str = "train", index: int = 0, density: floa
     rng = room_rng(seed, split, index)
     w, d, h = rng.uniform(4.0, 7.0), rng.uniform(4.0, 7.0), rng.uniform(2.6, 3.0)
     pts, nrm, sem, col, inst = [], [], [], [], []
+    mesh_v, mesh_f = [], []  # the surfaces the points are sampled from (for ray casting)
+
+    def surface(verts, faces):
+        mesh_f.append(np.asarray(faces, dtype=np.int64) + sum(len(v) for v in mesh_v))
+        mesh_v.append(np.asarray(verts, dtype=np.float64))
+
+    def quad(o, u, v):
+        surface([o, o + u, o + u + v, o + v], [[0, 1, 2], [0, 2, 3]])
 
     def add(p, n, label, base, k):
         pts.append(p)
@@ -76,12 +86,14 @@ def make_room(seed: int = 0, split: str = "train", index: int = 0, density: floa
 
     add(*_plane(rng, np.array([0, 0, 0.0]), np.array([w, 0, 0.0]), np.array([0, d, 0.0]),
                 density, np.array([0, 0, 1.0])), 0, _PALETTE[rng.integers(len(_PALETTE))], 0)
+    quad(np.zeros(3), np.array([w, 0, 0.0]), np.array([0, d, 0.0]))
     wall_col = _PALETTE[rng.integers(len(_PALETTE))]
     walls = [([0, 0, 0], [w, 0, 0], [0, 1, 0]), ([0, d, 0], [w, 0, 0], [0, -1, 0]),
              ([0, 0, 0], [0, d, 0], [1, 0, 0]), ([w, 0, 0], [0, d, 0], [-1, 0, 0])]
     for o, u, n in walls:
         add(*_plane(rng, np.array(o, float), np.array(u, float), np.array([0, 0, h]), density,
                     np.array(n, float)), 1, wall_col, 1)
+        quad(np.array(o, float), np.array(u, float), np.array([0, 0, h]))
     placed: list[tuple[float, float, float]] = []  # (x, y, radius) footprints
     n_obj = int(rng.integers(objects[0], objects[1] + 1))
     for k in range(n_obj):
@@ -104,17 +116,35 @@ def make_room(seed: int = 0, split: str = "train", index: int = 0, density: floa
         p, nn, _ = sample_surface(mesh, fp, n, np.random.default_rng(int(rng.integers(2**63))))
         add(p + [x, y, 0.0], nn, ROOM_CLASSES.index(cat), _PALETTE[rng.integers(len(_PALETTE))],
             2 + k)
+        surface(np.asarray(mesh.vertices) + [x, y, 0.0], mesh.faces)
     return {"points": np.concatenate(pts).astype(np.float32),
             "normals": np.concatenate(nrm).astype(np.float32),
             "colors": np.concatenate(col), "semantic": np.concatenate(sem),
-            "instance": np.concatenate(inst)}
+            "instance": np.concatenate(inst),
+            "mesh_vertices": np.concatenate(mesh_v).astype(np.float32),
+            "mesh_faces": np.concatenate(mesh_f).astype(np.int32)}
+
+
+_ROOM_KEYS = ("points", "normals", "colors", "semantic", "instance", "mesh_vertices",
+              "mesh_faces")
+
+
+class RoomMesh:
+    """``meshes[i]`` of the rooms: ``read()`` gives the room's (vertices, faces)."""
+
+    def __init__(self, items, i: int):
+        self.items, self.i = items, i
+
+    def read(self):
+        room = self.items.get(self.i)
+        return room["mesh_vertices"], room["mesh_faces"]
 
 
 def _room_cached(path: Path, seed, split, index, density) -> dict:
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in ("points", "normals", "colors", "semantic", "instance")}
-    except Exception:  # missing, truncated or garbled: (re)generate
+            return {k: z[k] for k in _ROOM_KEYS}
+    except Exception:  # missing, truncated, garbled or without meshes: (re)generate
         pass
     from pointssl.utils import atomic_savez
 
@@ -149,5 +179,6 @@ def load_rooms(split: str = "train", rooms: int | None = None, seed: int = 0,
         got = [items.read(i) for i in range(n)]
         fields = {k: [g[k] for g in got] for k in ("points", "normals", "colors", "semantic")}
     return CloudSet(labels=np.full(n, -1), class_names=list(ROOM_CLASSES),
+                    meshes=[RoomMesh(items, i) for i in range(n)],
                     sources=[f"synthetic_rooms/{split}-s{seed}/room_{i:04d}" for i in range(n)],
                     up_axis="z", **fields)
