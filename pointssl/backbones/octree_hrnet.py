@@ -229,20 +229,26 @@ class OctreeHRNet(Backbone):
 
         self.arch = arch
         if arch == "unet":
-            self._build_unet(ocnn, chans, blocks, upsample, nempty, c, c0)
-            return
-        self.stages = nn.ModuleList(
-            nn.ModuleList(blocks(chans[i]) for i in range(s + 1)) for s in range(3))
-        # Table 8's fusion layers: the stage-2 -> 3 transition (the first one that has two
-        # branches to fuse) and the heads' concatenation of every resolution. fusion 1
-        # (MID-1Fusion) drops the first, 0 (MID-NoFusion) both: each head then reads one
-        # branch (shape: the coarsest, points: the finest)
-        self.head_fusion = fusion >= 1
-        self.transitions = nn.ModuleList(
-            _Transition(ocnn, chans[:s + 2], s == 0 or fusion == 2, nempty, upsample)
-            for s in range(2))
-        shape_in = sum(chans) if self.head_fusion else chans[-1]
-        point_in = sum(chans) if self.head_fusion else chans[0]
+            conv1 = ocnn.modules.Conv1x1BnRelu
+            self.enc = nn.ModuleList(blocks(ch) for ch in chans)
+            self.enc_down = nn.ModuleList(conv1(chans[i], chans[i + 1]) for i in range(2))
+            self.dec_up = nn.ModuleList(conv1(chans[i + 1], chans[i]) for i in range(2))
+            self.dec_fuse = nn.ModuleList(conv1(2 * chans[i], chans[i]) for i in range(2))
+            self.dec = nn.ModuleList(blocks(chans[i]) for i in range(2))
+            shape_in, point_in = chans[-1], chans[0]  # the bottleneck; the decoder's output
+        else:
+            self.stages = nn.ModuleList(
+                nn.ModuleList(blocks(chans[i]) for i in range(s + 1)) for s in range(3))
+            # Table 8's fusion layers: the stage-2 -> 3 transition (the first one that has
+            # two branches to fuse) and the heads' concatenation of every resolution. fusion
+            # 1 (MID-1Fusion) drops the first, 0 (MID-NoFusion) both: each head then reads
+            # one branch (shape: the coarsest, points: the finest)
+            self.head_fusion = fusion >= 1
+            self.transitions = nn.ModuleList(
+                _Transition(ocnn, chans[:s + 2], s == 0 or fusion == 2, nempty, upsample)
+                for s in range(2))
+            shape_in = sum(chans) if self.head_fusion else chans[-1]
+            point_in = sum(chans) if self.head_fusion else chans[0]
         self.pool = ocnn.nn.OctreeMaxPool(nempty)
         self.up = ocnn.nn.OctreeUpsample(upsample, nempty)
         # shape head: concat at depth-3, 1x1 conv to 512 * factor, global pool, FC
@@ -254,27 +260,6 @@ class OctreeHRNet(Backbone):
                                      nn.BatchNorm1d(2 * c), nn.ReLU(inplace=True),
                                      nn.Linear(2 * c, self.point_dim))
         self._conv_device: str | None = None
-        self._global_only = False
-
-    def _build_unet(self, ocnn, chans, blocks, upsample, nempty, c, c0) -> None:
-        """Table 8's U-Net (module docstring) and the same two heads."""
-        conv1 = ocnn.modules.Conv1x1BnRelu
-        self.enc = nn.ModuleList(blocks(ch) for ch in chans)
-        self.enc_down = nn.ModuleList(conv1(chans[i], chans[i + 1]) for i in range(2))
-        self.dec_up = nn.ModuleList(conv1(chans[i + 1], chans[i]) for i in range(2))
-        self.dec_fuse = nn.ModuleList(conv1(2 * chans[i], chans[i]) for i in range(2))
-        self.dec = nn.ModuleList(blocks(chans[i]) for i in range(2))
-        self.head_fusion = False
-        self.pool = ocnn.nn.OctreeMaxPool(nempty)
-        self.up = ocnn.nn.OctreeUpsample(upsample, nempty)
-        self.cls_conv = ocnn.modules.Conv1x1BnRelu(chans[-1], 8 * c)
-        self.global_pool = ocnn.nn.OctreeGlobalPool(nempty)
-        self.cls_fc = nn.Linear(8 * c, self.global_dim) if self.config["global_dim"] \
-            else nn.Identity()
-        self.seg_mlp = nn.Sequential(nn.Linear(chans[0] + c0, 2 * c, bias=False),
-                                     nn.BatchNorm1d(2 * c), nn.ReLU(inplace=True),
-                                     nn.Linear(2 * c, self.point_dim))
-        self._conv_device = None
         self._global_only = False
 
     def _unet(self, x, octree, hr: int):

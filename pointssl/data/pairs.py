@@ -94,18 +94,25 @@ def point_spacing(points: np.ndarray, rng, k: int = 2000) -> float:
     return float(np.median(d[:, 1]))
 
 
+def _camera(points: np.ndarray, pose, cfg: PairConfig):
+    """(camera coordinates (x right, y down, z forward), mask of the depth range, tan of the
+    half field of view horizontally and vertically)."""
+    pos, rot = pose
+    cam = (points - pos) @ rot.T
+    z = cam[:, 2]
+    fx, fy = [np.tan(np.deg2rad(f) / 2) for f in cfg.fov_deg]
+    return cam, (z > cfg.min_depth) & (z < cfg.max_depth), fx, fy
+
+
 def visible_points(points: np.ndarray, pose, cfg: PairConfig, spacing: float) -> np.ndarray:
     """Indices of the points the camera at ``pose`` sees (z-buffer with a 3 x 3 min filter)."""
     from scipy.ndimage import minimum_filter
 
-    pos, rot = pose
-    cam = (points - pos) @ rot.T  # x right, y down, z forward
+    cam, ok, fx, fy = _camera(points, pose, cfg)
     z = cam[:, 2]
-    fx, fy = [np.tan(np.deg2rad(f) / 2) for f in cfg.fov_deg]
     ang = max(spacing / 2.0, 1e-4)  # one pixel ~ one point spacing at 2 m
     w = int(np.clip(np.ceil(2 * np.arctan(fx) / ang), 16, 320))
     h = int(np.clip(np.ceil(2 * np.arctan(fy) / ang), 12, 240))
-    ok = (z > cfg.min_depth) & (z < cfg.max_depth)
     u = (cam[:, 0] / np.where(ok, z, 1) / fx + 1) * (w / 2)
     v = (cam[:, 1] / np.where(ok, z, 1) / fy + 1) * (h / 2)
     ok &= (u >= 0) & (u < w) & (v >= 0) & (v < h)
@@ -122,12 +129,8 @@ def visible_points(points: np.ndarray, pose, cfg: PairConfig, spacing: float) ->
 
 def in_frustum(points: np.ndarray, pose, cfg: PairConfig) -> np.ndarray:
     """Indices of the points inside the camera's field of view and depth range."""
-    pos, rot = pose
-    cam = (points - pos) @ rot.T  # x right, y down, z forward
-    z = cam[:, 2]
-    fx, fy = [np.tan(np.deg2rad(f) / 2) for f in cfg.fov_deg]
-    ok = (z > cfg.min_depth) & (z < cfg.max_depth)
-    zs = np.where(ok, z, 1)
+    cam, ok, fx, fy = _camera(points, pose, cfg)
+    zs = np.where(ok, cam[:, 2], 1)
     ok &= (np.abs(cam[:, 0] / zs) < fx) & (np.abs(cam[:, 1] / zs) < fy)
     return np.flatnonzero(ok)
 
@@ -295,7 +298,7 @@ def build_pairs(dataset, out, cfg: PairConfig | None = None, seed: int = 0, spli
                 raise DataError(name, f"{len(pts)} points: too few for a frame")
             if not np.isfinite(pts).all():
                 raise DataError(name, "NaN or infinite coordinates")
-            handle = dataset.meshes[i] if getattr(dataset, "meshes", None) else None
+            handle = dataset.meshes[i] if dataset.meshes is not None else None
             mesh = None if handle is None else scene_mesh(*handle.read())
             if mesh is not None and not np.isfinite(mesh.vertices).all():
                 raise DataError(name, "non-finite mesh vertices")
