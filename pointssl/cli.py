@@ -691,7 +691,11 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(int(os.environ["POINTSSL_THREADS"]))
     try:
-        return args.func(args)
+        rc = args.func(args)
+        # a torchrun rank ends here, past torch's teardown (engine.distributed.finish); a
+        # command that never imported it ran no process group
+        dist = sys.modules.get("pointssl.engine.distributed")
+        return rc if dist is None else dist.finish(rc)
     except PointSSLError as e:
         print(f"pointssl: error: {e}", file=sys.stderr)
         return 2

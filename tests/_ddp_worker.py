@@ -25,6 +25,7 @@ def main(out: str) -> None:
     torch.save({"seen": method.seen, "state": method.state_dict(), "metrics": metrics,
                 "world": dist.world_size()}, Path(out) / f"rank{dist.rank()}.pt")
     dist.cleanup()
+    dist.finish(0)  # as the CLI ends a torchrun rank
 
 
 if __name__ == "__main__":
