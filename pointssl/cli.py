@@ -26,6 +26,14 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _workers(text: str):
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer >= 0, not {text!r}")
+    return int(text)
+
+
 def _load(args, split: str, num_points: int | None = None):
     from pointssl import api
 
@@ -520,7 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "need it stay fp32)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--ckpt-every", type=int, default=200, help="checkpoint every N steps")
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--num-workers", type=_workers, default="auto",
+                   help="DataLoader workers per process; auto: none on the CPU (the views "
+                        "cost ~1-2%% of a step there), up to 4 on a GPU")
     p.add_argument("--device", default=None)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a method config field or a backbone option, e.g. --set "

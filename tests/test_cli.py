@@ -158,3 +158,13 @@ def test_set_reaches_the_backbone_and_is_recorded(folder, tmp_path, capsys):
     rc = main(["eval", "svm", "--checkpoint", str(out / "backbone.pt"), "--set", "tnet=true",
                "--data", "folder", "--root", str(folder)])
     assert rc == 2 and "--checkpoint" in capsys.readouterr().err
+
+
+def test_num_workers_is_auto_by_default_or_a_count():
+    from pointssl.cli import build_parser
+
+    base = ["pretrain", "--method", "conclu", "--data", "folder", "--out", "o"]
+    assert build_parser().parse_args(base).num_workers == "auto"
+    assert build_parser().parse_args([*base, "--num-workers", "3"]).num_workers == 3
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--num-workers", "-1"])

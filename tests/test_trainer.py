@@ -129,6 +129,22 @@ def test_workers_do_not_change_the_result(baseline, tmp_path):
     assert_same_state(method, baseline[1])
 
 
+def test_auto_workers_none_on_cpu_some_on_a_gpu(monkeypatch, tmp_path):
+    from pointssl.engine.data import auto_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert auto_workers(torch.device("cpu")) == 0
+    assert auto_workers(torch.device("cuda", 0)) == 4  # capped
+    assert auto_workers(torch.device("cuda", 0), world=4) == 3  # 16 cores / 4 ranks - 1
+    assert auto_workers(torch.device("cuda", 0), world=16) == 0
+    t = Trainer(make_method(), tiny_data(), tmp_path / "a", progress=False)  # default auto
+    assert t.num_workers == 0
+    assert Trainer(make_method(), tiny_data(), tmp_path / "b", num_workers=2).num_workers == 2
+    for bad in (-1, "two", 1.5):
+        with pytest.raises(PointSSLError, match="num_workers"):
+            Trainer(make_method(), tiny_data(), tmp_path / "c", num_workers=bad)
+
+
 def test_mid_epoch_stop_then_resume_is_bit_identical(baseline, tmp_path):
     m1, met = run(tmp_path, max_steps=7)  # stops in epoch 1 after its 2nd batch
     assert met["stop_reason"] == "max_steps" and met["steps"] == 7

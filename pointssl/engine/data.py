@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import numpy as np
@@ -11,7 +12,8 @@ from torch.utils.data import Dataset
 from pointssl.errors import PointSSLError
 from pointssl.structures import PointBatch
 
-__all__ = ["epoch_seed", "epoch_batches", "ViewsDataset", "to_device", "worker_init"]
+__all__ = ["epoch_seed", "epoch_batches", "ViewsDataset", "to_device", "worker_init",
+           "auto_workers"]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -55,6 +57,21 @@ class ViewsDataset(Dataset):
         views = dict(views)
         views.setdefault("index", np.int64(i))
         return views
+
+
+def auto_workers(device: torch.device, world: int = 1) -> int:
+    """DataLoader workers per process for ``num_workers="auto"``.
+
+    CPU: none. Every method's views cost 1-2% of its step on the 2-core box
+    (``benchmarks/bench_loader.py``), so a worker has nothing to hide and takes a core from
+    the step. GPU: a step is 10-100x shorter (ConClu-PointNet ~11 ms per batch of 32 on an
+    H200, its views ~9 ms on one core), so the views would set the pace: up to 4 workers
+    from the cores left after one per process."""
+    if torch.device(device).type == "cpu":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+    return max(0, min(4, cores // max(1, world) - 1))
 
 
 def worker_init(_worker_id: int) -> None:

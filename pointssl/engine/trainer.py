@@ -26,7 +26,14 @@ from torch.utils.data import DataLoader
 
 from pointssl.backbones import save_backbone
 from pointssl.engine import distributed as dist
-from pointssl.engine.data import ViewsDataset, epoch_batches, epoch_seed, to_device, worker_init
+from pointssl.engine.data import (
+    ViewsDataset,
+    auto_workers,
+    epoch_batches,
+    epoch_seed,
+    to_device,
+    worker_init,
+)
 from pointssl.engine.hooks import Hook, default_hooks
 from pointssl.engine.logging import cpu_seconds, peak_rss_mib
 from pointssl.engine.optim import build_optimizer, build_scheduler, cfg_value
@@ -83,13 +90,16 @@ class Trainer:
     :class:`~pointssl.engine.hooks.Hook` objects, run after the standard ones.
     ``precision="bf16"`` runs each forward under bf16 autocast (bf16 matmuls; weights,
     gradients, optimiser state and the losses that need it stay fp32).
+    ``num_workers``: DataLoader workers per process, ``"auto"`` =
+    :func:`~pointssl.engine.data.auto_workers` (none on the CPU); the views depend only on
+    (seed, epoch, index), so the count never changes what is trained.
 
     The run state (``self.state``, a :class:`TrainState`) exists from construction: a
     resumed trainer holds the checkpoint's counters, weights and history before ``fit``.
     """
 
     def __init__(self, method, dataset, out_dir, *, epochs: int | None = None,
-                 batch_size: int | None = None, seed: int = 0, num_workers: int = 0,
+                 batch_size: int | None = None, seed: int = 0, num_workers: int | str = "auto",
                  ckpt_every_steps: int | None = 200, max_minutes: float | None = None,
                  snapshot_minutes=(), device=None, resume: bool = False, log_every: int = 10,
                  config_to_save: dict | None = None, progress: bool = True,
@@ -102,7 +112,9 @@ class Trainer:
         self.batch_size = int(batch_size if batch_size is not None
                               else cfg_value(method.cfg, "batch_size", 32))
         self.seed = int(seed)
-        self.num_workers = int(num_workers)
+        if num_workers != "auto" and (not str(num_workers).isdigit()):
+            raise PointSSLError(f"num_workers must be 'auto' or an integer >= 0, not "
+                                f"{num_workers!r}")
         self.max_minutes = None if max_minutes is None else float(max_minutes)
         if budget_clock not in ("wall", "cpu"):
             raise PointSSLError(f"budget clock must be 'wall' or 'cpu', not {budget_clock!r}")
@@ -115,9 +127,8 @@ class Trainer:
         self.precision = precision  # "bf16": the forward under bf16 autocast
         self.config_to_save = config_to_save
         self.max_steps = None if max_steps is None else int(max_steps)
-        if self.epochs < 0 or self.batch_size < 1 or self.seed < 0 or self.num_workers < 0:
-            raise PointSSLError("epochs >= 0, batch_size >= 1, seed >= 0 and num_workers >= 0 "
-                                "are required")
+        if self.epochs < 0 or self.batch_size < 1 or self.seed < 0:
+            raise PointSSLError("epochs >= 0, batch_size >= 1 and seed >= 0 are required")
         if self.max_minutes is not None and self.max_minutes < 0:
             raise PointSSLError("max_minutes must be >= 0")
         self.hooks = [*default_hooks(log_every=log_every, progress=progress,
@@ -129,6 +140,8 @@ class Trainer:
         self.rank, self.world = dist.rank(), dist.world_size()
         self.is_main = self.rank == 0
         self.device = resolve_device(device)
+        self.num_workers = auto_workers(self.device, self.world) if num_workers == "auto" \
+            else int(num_workers)
         self.local_batch = self.batch_size // self.world
         if self.local_batch < 1:
             raise PointSSLError(f"batch size {self.batch_size} is smaller than the "
