@@ -14,10 +14,17 @@ GFLOP/s measured in that same process with the same thread count, and peak memor
 Tasks: ``conclu`` / ``parae`` = one pre-training step of the method from
 ``pointssl.methods.METHODS`` (forward + backward + the method's optimiser step);
 ``finetune`` = one fine-tuning step (backbone in train mode + the PointNet/DGCNN
-classification head, cross-entropy, Adam); ``svm-features`` = one batch of frozen-feature
-extraction for the linear-SVM protocol (eval mode, inference mode). Inputs are seeded
-random (B, N, 3) tensors of each recipe's shapes (ConClu's two views, ParAE's points):
-building views is not what is measured.
+classification head, cross-entropy, Adam); ``partseg`` = one step of the part-segmentation
+protocol's ``finetune`` mode (the backbone's paper segmentation network on 16 categories /
+50 parts, as ShapeNetPart); ``svm-features`` = one batch of frozen-feature extraction for the
+linear-SVM protocol (eval mode, inference mode). Inputs are seeded random (B, N, 3) tensors
+of each recipe's shapes (ConClu's two views, ParAE's points): building views is not what is
+measured. ``mid``, ``pointcontrast``, ``crossmodal`` = one pre-training step of those
+methods on their paper backbones (octree HRNet, sparse residual U-Net, DGCNN 64-64-64-128 /
+512 + ResNet-18), ``--backbones`` ignored, with their own config defaults (batch size unless
+``--batch-size``, points, image size); their one batch is made by the method's own views
+from the synthetic collection (MID, cross-modal: rendered on the fly) or from pairs of two
+synthetic rooms (PointContrast; "shapes" = pairs), once, before the timing.
 
 Backbones: ``pointnet`` (T-nets on, the default), ``pointnet-plain`` (``tnet=false``),
 ``dgcnn``. Implementations: ``new`` = the working tree; ``plain`` = the working tree with
@@ -54,9 +61,15 @@ import subprocess
 import sys
 import time
 
-TASKS = ("conclu", "parae", "finetune", "svm-features")
+# Pre-training steps of the three methods that bring their own network, with their paper
+# backbone (README's commands) and their own config defaults (batch, points, image size).
+METHOD_TASKS = {"mid": "octree_hrnet", "pointcontrast": "sparse_unet", "crossmodal": "dgcnn-cm"}
+TASKS = ("conclu", "parae", "finetune", "partseg", "svm-features", *METHOD_TASKS)
 BACKBONES = {"pointnet": ("pointnet", {}), "pointnet-plain": ("pointnet", {"tnet": False}),
-             "dgcnn": ("dgcnn", {})}
+             "dgcnn": ("dgcnn", {}), "octree_hrnet": ("octree_hrnet", {}),
+             "sparse_unet": ("sparse_unet", {}),
+             "dgcnn-cm": ("dgcnn", {"channels": (64, 64, 64, 128), "emb_dim": 512})}
+PARTS, CATEGORIES = 50, 16  # ShapeNetPart
 IMPLS = ("ref", "rev", "plain", "new")
 _REF_FILES = ("pointnet", "dgcnn")
 
@@ -121,6 +134,40 @@ def _export_rev(rev: str):
     return tmp
 
 
+def _view_batch(method, task: str, batch: int) -> dict:
+    """One collated batch of ``method``'s own views: synthetic-collection shapes, or the
+    pairs of two synthetic rooms for PointContrast (built in a temporary folder)."""
+    import tempfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    tmp = None
+    if task == "pointcontrast":
+        from pointssl.api import load_dataset
+        from pointssl.data.pairs import build_pairs, load_pairs
+
+        tmp = tempfile.TemporaryDirectory(prefix="bench-pairs-")
+        build_pairs(load_dataset("synthetic_rooms", None, "train", rooms=2), tmp.name,
+                    log=lambda *_: None, progress=False)
+        data = load_pairs(tmp.name)
+    else:
+        from pointssl.data.synthetic import load_synthetic
+
+        data = load_synthetic("train", num_points=max(1024, getattr(method.cfg, "num_points",
+                                                                       0) or 0))
+    method.bind_data(len(data))
+    views = []
+    for i in rng.choice(len(data), batch, replace=len(data) < batch):
+        v = dict(method.make_views(data[int(i)], rng))
+        v.setdefault("index", np.int64(i))  # as the Trainer's ViewsDataset
+        views.append(v)
+    out = method.collate(views)
+    if tmp is not None:
+        tmp.cleanup()
+    return out
+
+
 def _flop_counter():
     """FlopCounterMode that counts a sparse x dense product by its nonzeros (2 nnz C), not as
     the dense product its shapes describe (DGCNN's EdgeConv gathers with a sparse matrix)."""
@@ -172,8 +219,9 @@ def measure(spec: dict) -> dict:
 
     from pointssl.api import build_backbone, build_method
     from pointssl.backbones.pointnet import set_fused
+    from pointssl.engine.data import to_device
     from pointssl.engine.optim import build_optimizer
-    from pointssl.heads.classification import ClassificationHead
+    from pointssl.heads import ClassificationHead, SegmentationHead
 
     torch.set_num_threads(spec["threads"])
     dev = torch.device(spec["device"])
@@ -207,6 +255,22 @@ def measure(spec: dict) -> dict:
             out = model["bb"](x)
             loss = F.cross_entropy(model["head"](out.global_feat), y)
             return loss if out.aux_loss is None else loss + out.aux_loss
+    elif task == "partseg":
+        model = torch.nn.ModuleDict({"bb": bb, "head": SegmentationHead.for_backbone(
+            bb, PARTS, num_categories=CATEGORIES)})
+        x = pts()
+        y = torch.randint(0, PARTS, (b, n), generator=g).to(dev)
+        cat = torch.randint(0, CATEGORIES, (b,), generator=g).to(dev)
+
+        def fwd():
+            out = model["bb"](x)
+            logits = model["head"](out.point_feat, out.global_feat, cat)
+            loss = F.cross_entropy(logits.reshape(-1, PARTS), y.reshape(-1))
+            return loss if out.aux_loss is None else loss + out.aux_loss
+    elif task in METHOD_TASKS:
+        model = build_method(task, bb)
+        batch = to_device(_view_batch(model, task, b), dev)
+        fwd = lambda: model(batch)["loss"]  # noqa: E731
     elif task == "svm-features":
         model, x = bb, pts()
         fwd = lambda: model(x).global_feat  # noqa: E731
@@ -219,7 +283,7 @@ def measure(spec: dict) -> dict:
         bb.forward_dense = torch.compile(bb.forward_dense)
     train = task != "svm-features"
     model.train(train)
-    if task in ("conclu", "parae"):
+    if task in ("conclu", "parae", *METHOD_TASKS):
         opt = build_optimizer(model, model.cfg)
     elif train:
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -330,7 +394,8 @@ def main(argv=None) -> None:
                     help="autocast precisions (default: fp32 on CPU, fp32 and bf16 on CUDA)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="default: 32, or the method's own for mid / pointcontrast / crossmodal")
     ap.add_argument("--points", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
@@ -361,14 +426,23 @@ def main(argv=None) -> None:
     rev_tree = _export_rev(a.ref_rev) if "rev" in a.impls else None
     rows = []
     print(f"# {platform.processor() or platform.machine()}, {a.threads} threads, device "
-          f"{a.device}; inputs: seeded random (B, N, 3) tensors", file=sys.stderr)
+          f"{a.device}; inputs: seeded random (B, N, 3) tensors (mid, pointcontrast, "
+          "crossmodal: one batch of their own views)", file=sys.stderr)
     for task in a.tasks:
-        for bb in a.backbones:
+        backbones, batch, points, impls = a.backbones, a.batch_size or 32, a.points, a.impls
+        if task in METHOD_TASKS:  # their own network and config; no "ref" of their files
+            from pointssl.methods import method_classes
+
+            cfg = method_classes(task)[1]()
+            backbones, batch = [METHOD_TASKS[task]], a.batch_size or cfg.batch_size
+            points = "pairs" if task == "pointcontrast" else getattr(cfg, "num_points", 0) or 1024
+            impls = [i for i in a.impls if i in ("new", "plain", "rev")] or ["new"]
+        for bb in backbones:
             for prec in precisions:
-                for impl in a.impls:
+                for impl in impls:
                     spec = {"task": task, "backbone": bb, "impl": impl, "precision": prec,
-                            "device": a.device, "threads": a.threads, "batch": a.batch_size,
-                            "points": a.points, "steps": a.steps, "warmup": a.warmup,
+                            "device": a.device, "threads": a.threads, "batch": batch,
+                            "points": points, "steps": a.steps, "warmup": a.warmup,
                             "ceiling_n": ceiling_n, "ref_rev": a.ref_rev,
                             "model_flops": not a.no_model_flops, "compile": a.compile}
                     cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
