@@ -118,3 +118,51 @@ def test_unet_variant_reads_the_bottleneck_and_every_parameter_learns():
         OctreeHRNet(arch="unet", fusion=1)
     with pytest.raises(PointSSLError, match="arch 'pointnet'"):
         OctreeHRNet(arch="pointnet")
+
+
+@pytest.mark.parametrize("stride,nempty", [(1, True), (1, False), (2, True), (2, False)])
+def test_gather_convolution_equals_ocnns_explicit_gemm_with_gradients(stride, nempty):
+    from pointssl.backbones.octree_hrnet import gather_conv_class
+
+    ocnn = import_ocnn()
+    torch.manual_seed(0)
+    m = build_backbone("octree_hrnet", **SMALL)
+    clouds = [sphere(n, i) for i, n in enumerate([300, 170])]
+    pb = PointBatch.from_list(clouds)
+    octree, _ = m.build_octree(pb.coord, estimate_normals(pb.coord, pb.offset, 8),
+                               pb.batch_index, 2)
+    depth = 4
+    h = octree.nnum_nempty[depth] if nempty else octree.nnum[depth]
+    ref = ocnn.nn.OctreeConv(5, 6, [3], stride, nempty, method="explicit_gemm").double()
+    mine = gather_conv_class()(5, 6, [3], stride, nempty, method="gather").double()
+    mine.load_state_dict(ref.state_dict())
+    x = torch.randn(int(h), 5, dtype=torch.float64)
+    outs, grads = [], []
+    for conv in (ref, mine):
+        xi = x.clone().requires_grad_()
+        out = conv(xi, octree, depth)
+        probe = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+        (out * probe).sum().backward()
+        outs.append(out.detach())
+        grads.append((xi.grad, conv.weights.grad))
+    torch.testing.assert_close(outs[1], outs[0])
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    torch.testing.assert_close(grads[1][1], grads[0][1])
+
+
+def test_the_backbone_runs_gather_convolutions_on_the_cpu_and_matches_explicit_gemm():
+    torch.manual_seed(0)
+    a = build_backbone("octree_hrnet", **SMALL)
+    b = build_backbone("octree_hrnet", conv_method="explicit_gemm", **SMALL)
+    b.load_state_dict(a.state_dict())
+    pb = PointBatch.from_list([sphere(200, 0), sphere(90, 1)])
+    res = []
+    for m in (a, b):
+        out = m(pb)
+        (out.global_feat.sum() + out.point_feat.square().sum()).backward()
+        res.append((out.global_feat.detach(), {k: p.grad for k, p in m.named_parameters()}))
+    methods = {c.method for c in a.modules() if isinstance(c, import_ocnn().nn.OctreeConv)}
+    assert methods == {"gather"}
+    torch.testing.assert_close(res[0][0], res[1][0])
+    for k, g in res[1][1].items():
+        torch.testing.assert_close(res[0][1][k], g, rtol=1e-4, atol=1e-5, msg=k)
