@@ -12,12 +12,22 @@ from pointssl.errors import PointSSLError
 from pointssl.structures import BackboneOutput, as_point_batch
 from pointssl.utils import Registry
 
-__all__ = ["BACKBONES", "Backbone", "BackboneOutput", "segment_max"]
+__all__ = ["BACKBONES", "Backbone", "BackboneOutput", "segment_max", "autocast_operands"]
 
 BACKBONES = Registry("backbone", "pointssl.backbones")
 
 # what the input columns past xyz mean, for the error naming what a batch lacks
 _CHANNEL_NAMES = {3: "xyz", 6: "xyz + normals"}
+
+
+def autocast_operands(*ts):
+    """The tensors in autocast's matmul dtype when autocast is on (a custom autograd function
+    is not cast by it; its outputs then match what a plain matmul would give)."""
+    dev = ts[0].device.type
+    if not torch.is_autocast_enabled(dev):
+        return ts
+    dt = torch.get_autocast_dtype(dev)
+    return tuple(t.to(dt) for t in ts)
 
 
 def segment_max(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:

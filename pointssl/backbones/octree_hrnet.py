@@ -53,7 +53,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from pointssl.backbones.base import BACKBONES, Backbone
+from pointssl.backbones.base import BACKBONES, Backbone, autocast_operands
 from pointssl.data.views.transforms import pca_normals
 from pointssl.errors import PointSSLError
 from pointssl.structures import BackboneOutput, PointBatch, as_point_batch
@@ -151,8 +151,9 @@ def gather_conv_class():
                 if self.method != "gather":
                     return super().forward(data, octree, depth)
                 neigh = octree.get_neigh(depth, self.kernel, self.stride, self.nempty)
-                out = _GatherConv.apply(data, self.weights, neigh,
-                                        self.stride == 1 and self.kernel == "333")
+                x, w = autocast_operands(data, self.weights)
+                with torch.autocast(x.device.type, enabled=False):
+                    out = _GatherConv.apply(x, w, neigh, self.stride == 1 and self.kernel == "333")
                 if self.use_bias:
                     out = out + self.bias
                 if self.stride == 2 and not self.nempty:
@@ -473,8 +474,13 @@ class OctreeHRNet(Backbone):
         q_d = torch.cat([(pts + 1.0) * 2 ** (depth - 1), bcol], dim=1)
         # ocnn's sparse interpolation matrix is valid by construction: no invariant checks
         # (and no warning that they are implicitly off)
-        with torch.sparse.check_sparse_tensor_invariants(enable=False):
-            f_hr = ocnn.nn.octree_linear_pts(feat_hr, octree, hr, q_hr, nempty=self.nempty)
+        # (outside autocast: its sparse matrix times bf16 features has no backward)
+        with torch.sparse.check_sparse_tensor_invariants(enable=False), \
+                torch.autocast(coord.device.type, enabled=False):
+            f_hr = ocnn.nn.octree_linear_pts(feat_hr.float(), octree, hr, q_hr,
+                                             nempty=self.nempty)
         f_d = ocnn.nn.octree_nearest_pts(conv0, octree, depth, q_d, nempty=self.nempty)
+        if f_d.dtype != f_hr.dtype:
+            f_d = f_d.float()
         point_feat = self.seg_mlp(torch.cat([f_hr, f_d], dim=1))
         return BackboneOutput(global_feat, point_feat, pb.offset)

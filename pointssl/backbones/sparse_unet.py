@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from pointssl.backbones.base import BACKBONES, Backbone, segment_max
+from pointssl.backbones.base import BACKBONES, Backbone, autocast_operands, segment_max
 from pointssl.errors import PointSSLError
 from pointssl.structures import BackboneOutput
 
@@ -235,7 +235,10 @@ class SparseConv(nn.Module):
         else:  # up: level + 1 -> level: parent -> child
             n_out, centre = grid.size(level), None
             dst, src, off = grid.up_pairs(level)
-        return _OffsetConv.apply(x, w, src, dst, off, centre, n_out)
+        x, w = autocast_operands(x, w)
+        with torch.autocast(x.device.type, enabled=False):
+            return _OffsetConv.apply(x, w, src, dst, off, centre, n_out)
+
 
 
 class ConvBnRelu(nn.Module):
