@@ -235,8 +235,12 @@ class SparseConv(nn.Module):
         else:  # up: level + 1 -> level: parent -> child
             n_out, centre = grid.size(level), None
             dst, src, off = grid.up_pairs(level)
-        x, w = autocast_operands(x, w)
-        with torch.autocast(x.device.type, enabled=False):
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev):  # autocast does not cast a custom function's inputs
+            # CPU: fp32; its small per-offset GEMMs and scatter ran a PointContrast step 3.4x
+            # slower in bf16 (benchmarks/bench_recipes.py --precisions fp32 bf16)
+            x, w = (x.float(), w) if dev == "cpu" else autocast_operands(x, w)
+        with torch.autocast(dev, enabled=False):
             return _OffsetConv.apply(x, w, src, dst, off, centre, n_out)
 
 
