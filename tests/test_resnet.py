@@ -185,3 +185,20 @@ def test_export_round_trip(tmp_path):
     x = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
         assert torch.equal(again.eval()(x), m(x))
+
+
+def test_channels_last_layout_computes_what_the_nchw_network_computes():
+    torch.manual_seed(0)
+    m = ResNet18(widths=(4, 8, 8, 16))
+    assert m.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    nchw = ResNet18(widths=(4, 8, 8, 16)).to(memory_format=torch.contiguous_format)
+    nchw.load_state_dict(m.state_dict())
+    assert nchw.conv1.weight.is_contiguous()
+    x = torch.randn(3, 1, 40, 40)
+    for train in (True, False):
+        m.train(train), nchw.train(train)
+        torch.testing.assert_close(m(x), nchw(x), rtol=1e-4, atol=1e-5)
+    m.train()(x).sum().backward()
+    nchw.train()(x).sum().backward()
+    a, b = m.conv1.weight.grad, nchw.conv1.weight.grad  # summed in another order
+    assert (a - b).norm() < 1e-3 * b.norm()

@@ -83,6 +83,9 @@ class ResNet18(nn.Module):
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # NHWC weights and activations: oneDNN's convolutions on the CPU run a training step
+        # ~1.2x faster in fp32 and ~1.5x in bf16 than NCHW (same values, same state dict)
+        self.to(memory_format=torch.channels_last)
 
     @classmethod
     def test_config(cls) -> dict:
@@ -92,6 +95,7 @@ class ResNet18(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise PointSSLError(f"resnet18 takes (B, {self.in_channels}, H, W) images, got "
                                 f"{tuple(x.shape)}")
+        x = x.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = torch.flatten(self.avgpool(x), 1)
