@@ -23,10 +23,11 @@ import dataclasses
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+
+from _child import add_child_args, run_child
 
 
 def measure(spec: dict) -> dict:
@@ -114,9 +115,7 @@ def main(argv=None) -> None:
     ap.add_argument("--points", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--timeout", type=float, default=1800, help="seconds per row")
-    ap.add_argument("--out", help="write the rows as JSON here (atomic)")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    add_child_args(ap)
     a = ap.parse_args(argv)
     if a.child:
         print(json.dumps(measure(json.loads(a.child))))
@@ -133,17 +132,7 @@ def main(argv=None) -> None:
                             "set": dict(kv.split("=", 1) for kv in a.set)}
                     env = {**os.environ, "OMP_NUM_THREADS": str(threads),
                            "MKL_NUM_THREADS": str(threads)}
-                    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
-                    try:
-                        p = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                                           timeout=a.timeout)
-                        if p.returncode:
-                            err = p.stderr.strip().splitlines() or [f"exit {p.returncode}"]
-                            row = {**spec, "error": err[-1][:200]}
-                        else:
-                            row = json.loads(p.stdout.strip().splitlines()[-1])
-                    except subprocess.TimeoutExpired:
-                        row = {**spec, "error": f"timeout after {a.timeout:.0f} s"}
+                    row = run_child(__file__, spec, env, a.timeout)
                     rows.append(row)
                     print(_fmt(row), file=sys.stderr, flush=True)
     print(f"# {os.cpu_count()} CPUs; data {data}" + (f" ({a.root})" if a.root else ""))

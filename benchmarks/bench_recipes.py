@@ -61,6 +61,8 @@ import subprocess
 import sys
 import time
 
+from _child import add_child_args, run_child
+
 # Pre-training steps of the three methods that bring their own network, with their paper
 # backbone (README's commands) and their own config defaults (batch, points, image size).
 METHOD_TASKS = {"mid": "octree_hrnet", "pointcontrast": "sparse_unet", "crossmodal": "dgcnn-cm"}
@@ -406,9 +408,7 @@ def main(argv=None) -> None:
                     help="skip counting the plain path's FLOPs in 'new' rows (one step less)")
     ap.add_argument("--quick", action="store_true",
                     help="batch 8 x 512 points, 1 timed step, 2048 ceiling: a smoke run")
-    ap.add_argument("--timeout", type=float, default=1800, help="seconds per row")
-    ap.add_argument("--out", help="write the rows as JSON here (atomic)")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    add_child_args(ap)
     a = ap.parse_args(argv)
     if a.child:
         print(json.dumps(measure(json.loads(a.child))))
@@ -445,18 +445,8 @@ def main(argv=None) -> None:
                             "points": points, "steps": a.steps, "warmup": a.warmup,
                             "ceiling_n": ceiling_n, "ref_rev": a.ref_rev,
                             "model_flops": not a.no_model_flops, "compile": a.compile}
-                    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
-                    try:
-                        p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout,
-                                           env={**env, "PYTHONPATH": rev_tree.name}
-                                           if impl == "rev" else env)
-                        if p.returncode:
-                            err = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])
-                            row = {**spec, "error": err[-1][:200]}
-                        else:
-                            row = json.loads(p.stdout.strip().splitlines()[-1])
-                    except subprocess.TimeoutExpired:
-                        row = {**spec, "error": f"timeout after {a.timeout:.0f} s"}
+                    row = run_child(__file__, spec, {**env, "PYTHONPATH": rev_tree.name}
+                                    if impl == "rev" else env, a.timeout)
                     rows.append(row)
                     print(_fmt(row), file=sys.stderr, flush=True)
     _model_flops_from_ref(rows)
