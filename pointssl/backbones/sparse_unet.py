@@ -244,7 +244,6 @@ class SparseConv(nn.Module):
             return _OffsetConv.apply(x, w, src, dst, off, centre, n_out)
 
 
-
 class ConvBnRelu(nn.Module):
     def __init__(self, cin, cout, kind="sub"):
         super().__init__()
