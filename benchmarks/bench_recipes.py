@@ -143,6 +143,8 @@ def _view_batch(method, task: str, batch: int) -> dict:
 
     import numpy as np
 
+    from pointssl.engine.data import ViewsDataset
+
     rng = np.random.default_rng(0)
     tmp = None
     if task == "pointcontrast":
@@ -159,12 +161,9 @@ def _view_batch(method, task: str, batch: int) -> dict:
         data = load_synthetic("train", num_points=max(1024, getattr(method.cfg, "num_points",
                                                                        0) or 0))
     method.bind_data(len(data))
-    views = []
-    for i in rng.choice(len(data), batch, replace=len(data) < batch):
-        v = dict(method.make_views(data[int(i)], rng))
-        v.setdefault("index", np.int64(i))  # as the Trainer's ViewsDataset
-        views.append(v)
-    out = method.collate(views)
+    views = ViewsDataset(data, method.make_views, seed=0)  # the Trainer's views
+    out = method.collate([views[(0, int(i))]
+                          for i in rng.choice(len(data), batch, replace=len(data) < batch)])
     if tmp is not None:
         tmp.cleanup()
     return out

@@ -27,11 +27,12 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def _workers(text: str):
-    if text == "auto":
-        return text
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer >= 0, not {text!r}")
-    return int(text)
+    from pointssl.engine.data import workers_option
+
+    try:
+        return workers_option(text)
+    except PointSSLError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _load(args, split: str, num_points: int | None = None):

@@ -99,12 +99,17 @@ class _GatherConv(torch.autograd.Function):
     parallel, the scatter is not). The columns are rebuilt in backward, not kept."""
 
     @staticmethod
+    def _columns(data, idx, rows):
+        """octree2col: (rows, K * C) neighbour features, zeros for empty neighbours."""
+        pad = torch.cat([data, data.new_zeros(1, data.shape[1])])
+        return pad.index_select(0, idx).view(rows, -1)
+
+    @staticmethod
     def forward(ctx, data, weights, neigh, symmetric):
+        # data and weights share a dtype (GatherOctreeConv gives autocast's operands)
         n, k = len(data), neigh.shape[1]
         idx = torch.where(neigh >= 0, neigh, n).reshape(-1)
-        pad = torch.cat([data, data.new_zeros(1, data.shape[1])])
-        w = weights.to(data.dtype).reshape(-1, weights.shape[-1])
-        out = pad.index_select(0, idx).view(len(neigh), k * data.shape[1]) @ w
+        out = _GatherConv._columns(data, idx, len(neigh)) @ weights.flatten(0, 1)
         ctx.save_for_backward(data, weights, neigh, idx)
         ctx.symmetric = bool(symmetric) and k == 27 and len(neigh) == n
         return out
@@ -114,11 +119,10 @@ class _GatherConv(torch.autograd.Function):
     def backward(ctx, g):
         data, weights, neigh, idx = ctx.saved_tensors
         (n, c), (m, k) = data.shape, neigh.shape
-        w = weights.to(g.dtype).reshape(-1, weights.shape[-1])
         gd = gw = None
         if ctx.needs_input_grad[0]:
             gcol = g.new_empty(m * k + 1, c)  # + a zero row for empty neighbours
-            torch.mm(g, w.T, out=gcol[:-1].view(m, k * c))
+            torch.mm(g, weights.flatten(0, 1).T, out=gcol[:-1].view(m, k * c))
             gcol[-1] = 0
             if ctx.symmetric:  # gd[j] = sum_k gcol[(neigh[j, 26 - k], k)]
                 inv = neigh.flip(1)
@@ -127,9 +131,7 @@ class _GatherConv(torch.autograd.Function):
             else:
                 gd = data.new_zeros(n + 1, c).index_add_(0, idx, gcol[:-1])[:n]
         if ctx.needs_input_grad[1]:
-            pad = torch.cat([data, data.new_zeros(1, c)])
-            col = pad.index_select(0, idx).view(m, -1)
-            gw = (col.T @ g).view_as(weights).to(weights.dtype)
+            gw = (_GatherConv._columns(data, idx, m).T @ g).view_as(weights)
         return gd, gw, None, None
 
 
@@ -479,8 +481,6 @@ class OctreeHRNet(Backbone):
                 torch.autocast(coord.device.type, enabled=False):
             f_hr = ocnn.nn.octree_linear_pts(feat_hr.float(), octree, hr, q_hr,
                                              nempty=self.nempty)
-        f_d = ocnn.nn.octree_nearest_pts(conv0, octree, depth, q_d, nempty=self.nempty)
-        if f_d.dtype != f_hr.dtype:
-            f_d = f_d.float()
+        f_d = ocnn.nn.octree_nearest_pts(conv0, octree, depth, q_d, nempty=self.nempty).float()
         point_feat = self.seg_mlp(torch.cat([f_hr, f_d], dim=1))
         return BackboneOutput(global_feat, point_feat, pb.offset)

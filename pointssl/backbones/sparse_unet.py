@@ -112,16 +112,15 @@ class SparseGrid:
             self._nbr[level] = torch.where(k[pos] == q, pos, torch.full_like(pos, len(k)))
         return self._nbr[level]
 
-    def sub_pairs(self, level: int, with_centre: bool = True):
+    def sub_pairs(self, level: int):
         """(out index, in index, per-offset bounds (28,)) of the occupied 3x3x3 pairs,
-        grouped by kernel offset; ``with_centre=False`` leaves out offset 13 (each voxel
-        with itself; its group is then empty)."""
-        key = ("sub", level, with_centre)
+        grouped by kernel offset, the centre (offset 13, each voxel with itself: one dense
+        GEMM in :class:`SparseConv`) left out: its group is empty."""
+        key = ("sub", level)
         if key not in self._pairs:
             nbr = self.neighbours(level)
             occ = nbr < len(nbr)
-            if not with_centre:
-                occ[:, 13] = False
+            occ[:, 13] = False
             kk, ii = occ.T.nonzero(as_tuple=True)  # ordered by offset
             self._pairs[key] = (ii, nbr[ii, kk], _bounds(kk, 27))
         return self._pairs[key]
@@ -228,7 +227,7 @@ class SparseConv(nn.Module):
         w = self.weight.view(self.k, self.cin, self.cout)
         if self.kind == "sub":  # every voxel is its own centre neighbour: one dense GEMM
             n_out, centre = len(x), 13
-            dst, src, off = grid.sub_pairs(level, with_centre=False)
+            dst, src, off = grid.sub_pairs(level)
         elif self.kind == "down":  # level -> level + 1: child -> parent
             n_out, centre = grid.size(level + 1), None
             dst, src, off = grid.down_pairs(level)

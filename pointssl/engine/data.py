@@ -13,7 +13,7 @@ from pointssl.errors import PointSSLError
 from pointssl.structures import PointBatch
 
 __all__ = ["epoch_seed", "epoch_batches", "ViewsDataset", "to_device", "worker_init",
-           "auto_workers"]
+           "workers_option", "auto_workers"]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -57,6 +57,15 @@ class ViewsDataset(Dataset):
         views = dict(views)
         views.setdefault("index", np.int64(i))
         return views
+
+
+def workers_option(value) -> int | str:
+    """A DataLoader worker count as given (``"auto"`` or an integer >= 0, also as text)."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not str(value).isdigit():
+        raise PointSSLError(f"num_workers must be 'auto' or an integer >= 0, not {value!r}")
+    return int(value)
 
 
 def auto_workers(device: torch.device, world: int = 1) -> int:

@@ -33,6 +33,7 @@ from pointssl.engine.data import (
     epoch_seed,
     to_device,
     worker_init,
+    workers_option,
 )
 from pointssl.engine.hooks import Hook, default_hooks
 from pointssl.engine.logging import cpu_seconds, peak_rss_mib
@@ -112,9 +113,7 @@ class Trainer:
         self.batch_size = int(batch_size if batch_size is not None
                               else cfg_value(method.cfg, "batch_size", 32))
         self.seed = int(seed)
-        if num_workers != "auto" and (not str(num_workers).isdigit()):
-            raise PointSSLError(f"num_workers must be 'auto' or an integer >= 0, not "
-                                f"{num_workers!r}")
+        num_workers = workers_option(num_workers)
         self.max_minutes = None if max_minutes is None else float(max_minutes)
         if budget_clock not in ("wall", "cpu"):
             raise PointSSLError(f"budget clock must be 'wall' or 'cpu', not {budget_clock!r}")
@@ -141,7 +140,7 @@ class Trainer:
         self.is_main = self.rank == 0
         self.device = resolve_device(device)
         self.num_workers = auto_workers(self.device, self.world) if num_workers == "auto" \
-            else int(num_workers)
+            else num_workers
         self.local_batch = self.batch_size // self.world
         if self.local_batch < 1:
             raise PointSSLError(f"batch size {self.batch_size} is smaller than the "
